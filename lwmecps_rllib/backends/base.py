@@ -1,0 +1,38 @@
+"""The backend interface: what the cluster does, behind one protocol.
+
+A backend produces and changes cluster state; it never computes rewards or
+observations (the envs do, once, from the core). The simulator drives the numpy
+core; the Kubernetes backend drives a real cluster through an injected client.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One cluster seen by an env (arrays have a leading batch axis of 1)."""
+
+    spec: ClusterSpec
+
+    def reset(self, start_slot: int, rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
+        """Bring the cluster to its initial state at `start_slot`; measure the slot before it."""
+        ...
+
+    def apply(self, state: ClusterState, replicas: np.ndarray, nodes: np.ndarray) -> ClusterState:
+        """Ask for `replicas` (1, D) of each deployment on `nodes` (1, D)."""
+        ...
+
+    def advance(self, state: ClusterState,
+                rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
+        """Wait the stabilisation time and measure what happened."""
+        ...
+
+    def close(self) -> None:
+        """Release resources."""
+        ...

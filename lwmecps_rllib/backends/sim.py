@@ -1,0 +1,42 @@
+"""The simulator backend: the numpy cluster core replaying a user trace (no Ray, no Kubernetes)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lwmecps_rllib.cluster import core
+from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
+
+
+class SimBackend:
+    """A digital twin of the cluster driven by trace `trace` of the scenario.
+
+    Args:
+        spec: The compiled cluster.
+        trace: (T, S) users per station per slot.
+    """
+
+    def __init__(self, spec: ClusterSpec, trace: np.ndarray) -> None:
+        self.spec = spec
+        self.trace = trace
+
+    def reset(self, start_slot: int, rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
+        """One ready replica per deployment at home; the slot before `start_slot` is measured."""
+        state = core.initial_state(self.spec, np.array([start_slot - 1]))
+        return core.advance(self.spec, state, self.trace, rng, n_slots=1)
+
+    def apply(self, state: ClusterState, replicas: np.ndarray, nodes: np.ndarray) -> ClusterState:
+        """Scale and move deployments (only what changed)."""
+        if not np.array_equal(replicas, state.replicas):
+            state = core.apply_replicas(self.spec, state, replicas)
+        if not self.spec.pinned and not np.array_equal(nodes, state.node_of):
+            state = core.apply_placement(self.spec, state, nodes)
+        return state
+
+    def advance(self, state: ClusterState,
+                rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
+        """Simulate the step's slots."""
+        return core.advance(self.spec, state, self.trace, rng)
+
+    def close(self) -> None:
+        """Nothing to release."""

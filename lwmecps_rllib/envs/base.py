@@ -1,0 +1,152 @@
+"""The step logic shared by the three envs: apply, wait, measure, reward, observe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from lwmecps_rllib.backends import Backend, SimBackend
+from lwmecps_rllib.cluster import core
+from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
+from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
+
+OBS_FORMATS = ("dict", "box")
+
+
+def check_choice(field: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    """Raise ValueError naming `field` when `value` is not one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {list(allowed)}, got {value!r}")
+
+
+def step_info(spec: ClusterSpec, m: Measurement, replicas: np.ndarray, nodes: np.ndarray,
+              valid: np.ndarray, slot: np.ndarray) -> list[dict[str, Any]]:
+    """Per-cluster info dicts with the platform's metric names."""
+    avg = m.avg_latency_ms
+    term = core.latency_term_ms(spec, m)
+    pods = replicas.sum(axis=1)
+    cpu_used = pods * spec.scenario.pod.cpu_request
+    usage = cpu_used / spec.node_cap[:, 0].sum()
+    imb = core.imbalance(spec, replicas, nodes)
+    return [
+        {
+            "latency": float(avg[i]),
+            "latency_term_ms": float(term[i]),
+            "pod_count": int(pods[i]),
+            "resource_usage": float(usage[i]),
+            "imbalance": float(imb[i]),
+            "requests": int(m.requests[i]),
+            "failed_requests": int(m.failed[i]),
+            "valid_action": bool(valid[i]),
+            "slot": int(slot[i]),
+        }
+        for i in range(len(avg))
+    ]
+
+
+class ClusterEnv(gym.Env):
+    """Base of LWMECPSEnv, LWMECPSEnv2 and LWMECPSEnv3 (see their docstrings).
+
+    Subclasses define the action decoding, the reward and the observation; the
+    step sequence (fit check, apply, wait, measure, episode end) lives here once.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+    #: Whether deployments stay on their home node.
+    pinned: bool = True
+
+    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
+                 backend: str | Backend = "sim", episode_length: int | None = None,
+                 obs_format: str = "dict", render_mode: str | None = None) -> None:
+        self.scenario = load_scenario(scenario)
+        if trace not in self.scenario.traces:
+            raise ScenarioError(f"trace must be one of {sorted(self.scenario.traces)}, "
+                                f"got {trace!r}")
+        check_choice("obs_format", obs_format, OBS_FORMATS)
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
+        if episode_length is not None and (not isinstance(episode_length, int)
+                                           or episode_length < 1):
+            raise ValueError(f"episode_length must be an integer >= 1, got {episode_length!r}")
+        self.trace_name = trace
+        self.obs_format = obs_format
+        self.render_mode = render_mode
+        self.episode_length = episode_length or self.scenario.episode_length
+        self.spec_ = self._build_spec(self.scenario)
+        if isinstance(backend, str):
+            check_choice("backend", backend, ("sim",))
+            self.backend: Backend = SimBackend(self.spec_, self.scenario.trace(trace))
+        else:
+            self.backend = backend
+        self.state: ClusterState | None = None
+        self.last: Measurement | None = None
+        self.steps = 0
+
+    # -------------------------------------------------------------- subclass hooks
+    def _build_spec(self, scenario: Scenario) -> ClusterSpec:
+        raise NotImplementedError
+
+    def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(1, D) replicas and (1, D) nodes asked for by `action`."""
+        raise NotImplementedError
+
+    def _reward(self, m: Measurement, replicas: np.ndarray, nodes: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def _observe(self) -> Any:
+        raise NotImplementedError
+
+    def _terminated(self, reward: float) -> bool:
+        return False
+
+    # ------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Start an episode at a random slot of the day (or `options["start_slot"]`)."""
+        super().reset(seed=seed)
+        options = options or {}
+        if "start_slot" in options:
+            start = int(options["start_slot"])
+        else:
+            start = int(self.np_random.integers(self.scenario.n_slots))
+        self.state, self.last = self.backend.reset(start, self.np_random)
+        self.steps = 0
+        return self._observe(), {"slot": int(self.state.slot[0])}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Apply the action (if it fits), wait the stabilisation time, measure, reward."""
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        replicas, nodes = self._decode(action)
+        valid = bool(core.fits(self.spec_, replicas, nodes)[0])
+        if valid:
+            self.state = self.backend.apply(self.state, replicas, nodes)
+        self.state, self.last = self.backend.advance(self.state, self.np_random)
+        self.steps += 1
+        cur_r, cur_n = self.state.replicas, self._current_nodes()
+        reward = (self._reward(self.last, cur_r, cur_n) if valid
+                  else float(self.scenario.invalid_action_reward))
+        info = step_info(self.spec_, self.last, cur_r, cur_n, np.array([valid]),
+                         self.state.slot)[0]
+        terminated = self._terminated(reward)
+        truncated = self.steps >= self.episode_length and not terminated
+        return self._observe(), reward, terminated, truncated, info
+
+    def _current_nodes(self) -> np.ndarray:
+        st = self.state
+        return np.where(np.isfinite(st.move_at), st.move_to, st.node_of)
+
+    def render(self) -> str | None:
+        """A text line with the replicas, nodes and latency (render_mode="ansi")."""
+        if self.render_mode != "ansi" or self.state is None:
+            return None
+        m = self.last
+        return (f"slot={int(self.state.slot[0])} replicas={self.state.replicas[0].tolist()} "
+                f"nodes={self._current_nodes()[0].tolist()} "
+                f"latency={float(m.avg_latency_ms[0]):.1f}ms failed={int(m.failed[0])}")
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()

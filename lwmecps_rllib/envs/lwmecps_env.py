@@ -1,0 +1,153 @@
+"""LWMECPSEnv: place the edge server deployment on a node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from lwmecps_rllib.cluster import core
+from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
+from lwmecps_rllib.envs.base import ClusterEnv
+from lwmecps_rllib.scenarios import Scenario
+
+NODE_FEATURES = ("cpu", "ram", "tx_bandwidth", "rx_bandwidth", "read_disk", "write_disk",
+                 "avg_latency", "replicas")
+
+
+def placement_capacity(spec: ClusterSpec) -> np.ndarray:
+    """(N, 6) node CPU, RAM, TX, RX, disk read, disk write capacity."""
+    sc = spec.scenario
+    return np.array([[n.cpu, n.ram_mb, n.tx_mbps, n.rx_mbps, n.disk_read_mbps,
+                      n.disk_write_mbps] for n in sc.nodes])
+
+
+def placement_pod_use(spec: ClusterSpec) -> np.ndarray:
+    """(6,) what one pod takes of each node resource."""
+    p = spec.scenario.pod
+    return np.array([p.cpu_request, p.ram_request_mb, p.tx_usage_mbps, p.rx_usage_mbps,
+                     p.disk_read_usage_mbps, p.disk_write_usage_mbps])
+
+
+def placement_box_obs(spec: ClusterSpec, state: ClusterState, m: Measurement) -> np.ndarray:
+    """(B, N*(7+D) + S) normalised observation of B clusters, in [0, 1]."""
+    sc = spec.scenario
+    b = len(state.slot)
+    cap = placement_capacity(spec)
+    pods = core.pods_per_node(spec, state.replicas, state.node_of)
+    free = np.clip(1.0 - pods[:, :, None] * placement_pod_use(spec) / cap, 0.0, 1.0)
+    lat = np.clip(m.node_avg_latency_ms / sc.failed_latency_ms, 0.0, 1.0)[:, :, None]
+    onehot = (state.node_of[:, None, :] == np.arange(spec.n_nodes)[None, :, None])
+    per_node = np.concatenate([free, lat, onehot], axis=2).reshape(b, -1)
+    users = np.clip(m.users / sc.max_users, 0.0, 1.0)
+    return np.concatenate([per_node, users], axis=1).astype(np.float32)
+
+
+class PlacementEnv(ClusterEnv):
+    """Shared logic of LWMECPSEnv and LWMECPSEnv2 (one pod per deployment, moved by the action)."""
+
+    pinned = False
+
+    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
+                 backend: Any = "sim", episode_length: int | None = None,
+                 obs_format: str = "dict", render_mode: str | None = None,
+                 n_deployments: int | None = None) -> None:
+        self._n_deployments = n_deployments
+        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode)
+        spec = self.spec_
+        n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
+        if obs_format == "box":
+            size = n * (7 + d) + s
+            self.observation_space = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+        else:
+            high = np.concatenate([placement_capacity(spec),
+                                   np.full((n, 1), self.scenario.failed_latency_ms),
+                                   np.full((n, 1), d)], axis=1).astype(np.float32)
+            self.observation_space = spaces.Dict({
+                "nodes": spaces.Box(np.zeros_like(high), high, dtype=np.float32),
+                "users": spaces.Box(0.0, np.inf, shape=(s,), dtype=np.float32),
+            })
+        self._ones = np.ones((1, d), np.int64)
+
+    def _build_spec(self, scenario: Scenario) -> ClusterSpec:
+        d = scenario.n_stations if self._n_deployments is None else self._n_deployments
+        if not isinstance(d, int) or not 1 <= d <= scenario.n_stations:
+            raise ValueError(f"n_deployments must be an integer in [1, {scenario.n_stations}], "
+                             f"got {d!r}")
+        return ClusterSpec.build(scenario, station_deployment=np.arange(scenario.n_stations) % d,
+                                 pinned=False, max_pods=1)
+
+    def _nodes_from(self, action: Any) -> np.ndarray:
+        a = np.asarray(action, dtype=np.int64).reshape(1, -1)
+        if a.shape[1] != self.spec_.n_deployments or np.any(a < 0) \
+                or np.any(a >= self.spec_.n_nodes):
+            raise ValueError(f"action must give a node index in [0, {self.spec_.n_nodes}) for "
+                             f"each of {self.spec_.n_deployments} deployments, got {action!r}")
+        return a
+
+    def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self._ones, self._nodes_from(action)
+
+    def _reward(self, m: Measurement, replicas: np.ndarray, nodes: np.ndarray) -> float:
+        return -float(core.latency_term_ms(self.spec_, m)[0])
+
+    def _observe(self) -> Any:
+        if self.obs_format == "box":
+            return placement_box_obs(self.spec_, self.state, self.last)[0]
+        spec = self.spec_
+        pods = core.pods_per_node(spec, self.state.replicas, self.state.node_of)[0]
+        free = placement_capacity(spec) - pods[:, None] * placement_pod_use(spec)
+        lat = np.minimum(self.last.node_avg_latency_ms[0], self.scenario.failed_latency_ms)
+        nodes = np.concatenate([np.maximum(free, 0.0), lat[:, None], pods[:, None]], axis=1)
+        return {"nodes": nodes.astype(np.float32), "users": self.last.users[0].astype(np.float32)}
+
+
+class LWMECPSEnv(PlacementEnv):
+    """Place the single edge server deployment on one node of the cluster.
+
+    ## Description
+
+    The reference's first environment. One server Deployment with one pod serves the
+    users of every base station; each station's burst reaches it through the
+    station-to-node delay matrix (with the same throttling, timeout and ring fail-over
+    as LWMECPSEnv3). The agent picks the node. A move is a rolling update: the old
+    pod serves until the new one is ready (`pod_startup_s`).
+
+    ## Action Space
+
+    `Discrete(n_nodes)`: the node to run the deployment on.
+
+    ## Observation Space
+
+    `obs_format="dict"` (default): `nodes`, a `(n_nodes, 8)` Box per node of free
+    `cpu`, `ram` (MB), `tx_bandwidth`, `rx_bandwidth` (Mb/s), `read_disk`,
+    `write_disk` (MB/s), `avg_latency` (ms of the requests it answered) and
+    `replicas` (pods on it); `users`, the users each station saw in the last slot.
+    `obs_format="box"`: the normalised form of LWMECPSEnv2.
+
+    ## Rewards
+
+    `-latency`: the mean latency in ms of the step's requests, a failed request
+    counting `failed_latency_ms`. A placement that does not fit gets -100.
+
+    ## Starting State
+
+    The pod on the first station's node, at a random slot of the day.
+
+    ## Episode End
+
+    Truncated after `episode_length` steps; never terminated.
+
+    ## Arguments
+
+    As LWMECPSEnv3: `scenario`, `trace`, `backend`, `episode_length`, `obs_format`,
+    `render_mode`.
+    """
+
+    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
+                 backend: Any = "sim", episode_length: int | None = None,
+                 obs_format: str = "dict", render_mode: str | None = None) -> None:
+        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
+                         n_deployments=1)
+        self.action_space = spaces.Discrete(self.spec_.n_nodes)

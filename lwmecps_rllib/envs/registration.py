@@ -1,0 +1,57 @@
+"""Building envs by name, and their registration with RLlib."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+ENV_NAMES = ("LWMECPSEnv", "LWMECPSEnv2", "LWMECPSEnv3")
+_ENV_KEYS = {"scenario", "trace", "backend", "episode_length", "obs_format", "render_mode"}
+_EXTRA_KEYS = {"LWMECPSEnv2": {"n_deployments"}}
+
+
+def _env_class(name: str) -> type:
+    from lwmecps_rllib import envs
+
+    if name not in ENV_NAMES:
+        raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {name!r}")
+    return getattr(envs, name)
+
+
+def make_env(name: str, config: dict[str, Any] | None = None) -> gym.Env | gym.vector.VectorEnv:
+    """An env from its name and a config dict (RLlib's `env_config` form).
+
+    `obs_format` defaults to `"box"` here (the form RLlib trains on). With a
+    `num_envs` key (RLlib's `vector_entry_point` mode) LWMECPSEnv3 returns its native
+    batched form.
+
+    Raises:
+        ValueError: for an unknown env name or config key, naming it and what is allowed.
+    """
+    cls = _env_class(name)
+    cfg = {k: v for k, v in dict(config or {}).items()}
+    num_envs = cfg.pop("num_envs", None)
+    allowed = _ENV_KEYS | _EXTRA_KEYS.get(name, set())
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ValueError(f"env_config key(s) {sorted(unknown)} unknown for {name}; "
+                         f"allowed: {sorted(allowed | {'num_envs'})}")
+    cfg.setdefault("obs_format", "box")
+    if num_envs is not None:
+        if name != "LWMECPSEnv3":
+            raise ValueError(
+                f"gym_env_vectorize_mode='vector_entry_point' is only available for LWMECPSEnv3, "
+                f"not {name}; use gym_env_vectorize_mode='sync'")
+        from lwmecps_rllib.envs.vector import LWMECPSEnv3Vector
+
+        return LWMECPSEnv3Vector(num_envs=int(num_envs), **cfg)
+    return cls(**cfg)
+
+
+def register_rllib_envs() -> None:
+    """Register the three envs with `ray.tune.registry.register_env` under their names."""
+    from ray.tune.registry import register_env
+
+    for name in ENV_NAMES:
+        register_env(name, lambda config, _n=name: make_env(_n, config))

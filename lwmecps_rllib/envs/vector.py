@@ -1,0 +1,134 @@
+"""The native batched LWMECPSEnv3: many independent clusters stepped by one numpy call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from lwmecps_rllib.cluster import core
+from lwmecps_rllib.envs.base import check_choice, step_info
+from lwmecps_rllib.envs.lwmecps_env3 import env3_box_obs, env3_box_space, env3_spec
+from lwmecps_rllib.scenarios import Scenario, load_scenario
+
+INFO_KEYS = ("latency", "pod_count", "resource_usage", "failed_requests", "valid_action")
+
+
+class LWMECPSEnv3Vector(VectorEnv):
+    """`num_envs` LWMECPSEnv3 clusters (flat `box` observations) in one set of arrays.
+
+    Registered as the gymnasium `vector_entry_point` of `LWMECPSEnv3`, so
+    `gym.make_vec("LWMECPSEnv3", num_envs=N, vectorization_mode="vector_entry_point")`
+    and RLlib's `env_runners(num_envs_per_env_runner=N,
+    gym_env_vectorize_mode="vector_entry_point")` use it. Each sub-env follows exactly
+    the rules of :class:`LWMECPSEnv3`; sub-envs reset automatically on the step after
+    their episode ends (`AutoresetMode.NEXT_STEP`).
+
+    Args:
+        num_envs: Number of clusters.
+        scenario: Scenario name, path or object.
+        trace: Trace name.
+        episode_length: Override of the scenario's episode length.
+        obs_format: Only `"box"` is batched.
+        backend: Only `"sim"`.
+        render_mode: Not supported (None).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, scenario: str | Scenario = "testbed-4bs",
+                 trace: str = "a", episode_length: int | None = None, obs_format: str = "box",
+                 backend: str = "sim", render_mode: str | None = None) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        check_choice("obs_format", obs_format, ("box",))
+        check_choice("backend", backend, ("sim",))
+        if render_mode is not None:
+            raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
+        self.scenario = load_scenario(scenario)
+        self.trace = self.scenario.trace(trace)
+        self.num_envs = num_envs
+        self.episode_length = episode_length or self.scenario.episode_length
+        self.spec_ = env3_spec(self.scenario)
+        self.single_observation_space = env3_box_space(self.spec_)
+        self.single_action_space = spaces.MultiDiscrete(
+            [self.scenario.max_replicas + 1] * self.spec_.n_deployments)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.render_mode = None
+        self.state: core.ClusterState | None = None
+        self.last: core.Measurement | None = None
+        self.steps = np.zeros(num_envs, np.int64)
+        self._autoreset = np.zeros(num_envs, bool)
+
+    def _fresh(self, k: int) -> tuple[core.ClusterState, core.Measurement]:
+        start = self.np_random.integers(self.scenario.n_slots, size=k)
+        state = core.initial_state(self.spec_, start - 1)
+        return core.advance(self.spec_, state, self.trace, self.np_random, n_slots=1)
+
+    def reset(self, *, seed: int | list[int] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every cluster (`options["start_slot"]` pins all starts)."""
+        if isinstance(seed, list):
+            seed = seed[0]
+        super().reset(seed=seed)
+        if options and "start_slot" in options:
+            start = np.full(self.num_envs, int(options["start_slot"]))
+            state = core.initial_state(self.spec_, start - 1)
+            self.state, self.last = core.advance(self.spec_, state, self.trace, self.np_random,
+                                                 n_slots=1)
+        else:
+            self.state, self.last = self._fresh(self.num_envs)
+        self.steps[:] = 0
+        self._autoreset[:] = False
+        return env3_box_obs(self.spec_, self.state, self.last), {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                 dict[str, Any]]:
+        """Step every cluster; clusters whose episode ended last step are reset instead."""
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        spec, sc = self.spec_, self.scenario
+        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, spec.n_deployments)
+        replicas = np.clip(a, 0, spec.max_pods)
+        home = np.broadcast_to(spec.home_node, replicas.shape)
+        valid = core.fits(spec, replicas, home)
+        replicas = np.where(valid[:, None], replicas, self.state.replicas)
+        state = core.apply_replicas(spec, self.state, replicas)
+        state, m = core.advance(spec, state, self.trace, self.np_random)
+        self.steps += 1
+        reward = np.where(valid, core.replica_reward(spec, m, state.replicas, home),
+                          sc.invalid_action_reward)
+        thr = sc.termination_reward
+        terminated = reward < thr if thr is not None else np.zeros(self.num_envs, bool)
+        truncated = (self.steps >= self.episode_length) & ~terminated
+        reset_rows = np.flatnonzero(self._autoreset)
+        if reset_rows.size:
+            fresh_state, fresh_m = self._fresh(reset_rows.size)
+            state.assign(reset_rows, fresh_state)
+            for name in ("requests", "ok", "latency_sum_ms", "node_latency_sum_ms", "node_ok",
+                         "users"):
+                getattr(m, name)[reset_rows] = getattr(fresh_m, name)
+            reward[reset_rows] = 0.0
+            terminated[reset_rows] = False
+            truncated[reset_rows] = False
+            self.steps[reset_rows] = 0
+        self.state, self.last = state, m
+        self._autoreset = terminated | truncated
+        infos = self._infos(m, state.replicas, home, valid, reset_rows)
+        obs = env3_box_obs(spec, state, m)
+        return obs, reward.astype(np.float64), terminated, truncated, infos
+
+    def _infos(self, m: core.Measurement, replicas: np.ndarray, home: np.ndarray,
+               valid: np.ndarray, reset_rows: np.ndarray) -> dict[str, Any]:
+        per_env = step_info(self.spec_, m, replicas, home, valid, self.state.slot)
+        mask = np.ones(self.num_envs, bool)
+        mask[reset_rows] = False
+        infos: dict[str, Any] = {}
+        for key in INFO_KEYS:
+            infos[key] = np.array([d[key] for d in per_env])
+            infos[f"_{key}"] = mask.copy()
+        return infos
