@@ -27,8 +27,7 @@ class SimBackend:
 
     def apply(self, state: ClusterState, replicas: np.ndarray, nodes: np.ndarray) -> ClusterState:
         """Scale and move deployments (only what changed)."""
-        if not np.array_equal(replicas, state.replicas):
-            state = core.apply_replicas(self.spec, state, replicas)
+        state = core.apply_replicas(self.spec, state, replicas)
         if not self.spec.pinned and not np.array_equal(nodes, state.node_of):
             state = core.apply_placement(self.spec, state, nodes)
         return state

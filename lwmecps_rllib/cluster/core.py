@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lwmecps_rllib.cluster import kernels
 from lwmecps_rllib.scenarios.scenario import Scenario
 
 
@@ -63,16 +64,25 @@ class ClusterSpec:
     """Requests a fresh pod can take in one burst before any can be delayed."""
     injective: bool
     """True when every station has its own deployment."""
+    params: np.ndarray
+    """Model constants for the compiled kernels (see `kernels.P_*`)."""
+    pod_request: np.ndarray
+    """(2,) CPU and memory request of one pod."""
+    weights: np.ndarray
+    """(3,) reward weights: latency, replica cost, imbalance."""
+    cap_norm: np.ndarray
+    """(N, 4) node capacity over the scenario's largest (observations)."""
+    failed_latency_ms: float
+    """Latency charged to a failed request."""
+    n_slots: int
+    """Slots in a trace."""
+    max_users: float
+    """Most users of a station in any trace."""
 
-    @property
-    def n_nodes(self) -> int:
-        """Nodes."""
-        return self.scenario.n_nodes
-
-    @property
-    def n_stations(self) -> int:
-        """Stations."""
-        return self.scenario.n_stations
+    n_nodes: int
+    """Nodes."""
+    n_stations: int
+    """Stations."""
 
     @classmethod
     def build(cls, scenario: Scenario, *, station_deployment: np.ndarray | None = None,
@@ -103,6 +113,12 @@ class ClusterSpec:
         usage = np.array([s.pod.cpu_usage, s.pod.ram_usage_mb, s.pod.tx_usage_mbps,
                           s.pod.rx_usage_mbps])
         return cls(scenario=s, n_deployments=d, station_deployment=sd, pinned=pinned,
+                   params=kernels.pack_params(s),
+                   pod_request=np.array([s.pod.cpu_request, s.pod.ram_request_mb]),
+                   weights=np.array([s.latency_weight, s.replica_cost, s.imbalance_weight]),
+                   cap_norm=node_cap / node_cap.max(axis=0), failed_latency_ms=s.failed_latency_ms,
+                   n_slots=s.n_slots, max_users=s.max_users, n_nodes=s.n_nodes,
+                   n_stations=s.n_stations,
                    home_node=home, max_pods=max_pods or s.max_replicas,
                    delay_s=np.asarray(s.delay_ms, dtype=np.float64) / 1000.0,
                    node_cap=node_cap, pod_usage=usage, k_safe=k,
@@ -137,22 +153,57 @@ class ClusterState:
             getattr(self, f.name)[idx] = getattr(other, f.name)
 
 
-@dataclass
 class Measurement:
-    """What a step measured in each of B clusters, summed over its slots."""
+    """What a step measured in each of B clusters, summed over its slots.
 
-    requests: np.ndarray
-    """(B,) requests sent."""
-    ok: np.ndarray
-    """(B,) successful requests."""
-    latency_sum_ms: np.ndarray
-    """(B,) summed latency of successful requests."""
-    node_latency_sum_ms: np.ndarray
-    """(B, N) summed latency of successful requests answered by each node."""
-    node_ok: np.ndarray
-    """(B, N) successful requests answered by each node."""
-    users: np.ndarray
-    """(B, S) users of each station in the last measured slot."""
+    All fields are views into one (B, 3 + 2N + S) float array `data` (counts are
+    exact in float64), which the compiled kernels fill in one pass.
+    """
+
+    __slots__ = ("data", "n_nodes")
+
+    def __init__(self, data: np.ndarray, n_nodes: int) -> None:
+        self.data = data
+        self.n_nodes = n_nodes
+
+    @property
+    def requests(self) -> np.ndarray:
+        """(B,) requests sent."""
+        return self.data[:, kernels.O_REQUESTS]
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(B,) successful requests."""
+        return self.data[:, kernels.O_OK]
+
+    @property
+    def latency_sum_ms(self) -> np.ndarray:
+        """(B,) summed latency of successful requests."""
+        return self.data[:, kernels.O_LATENCY]
+
+    @property
+    def node_latency_sum_ms(self) -> np.ndarray:
+        """(B, N) summed latency of the successful requests each node answered."""
+        return self.data[:, kernels.O_NODES:kernels.O_NODES + self.n_nodes]
+
+    @property
+    def node_ok(self) -> np.ndarray:
+        """(B, N) successful requests each node answered."""
+        return self.data[:, kernels.O_NODES + self.n_nodes:kernels.O_NODES + 2 * self.n_nodes]
+
+    @property
+    def users(self) -> np.ndarray:
+        """(B, S) users of each station in the last measured slot."""
+        return self.data[:, kernels.O_NODES + 2 * self.n_nodes:]
+
+    @classmethod
+    def zeros(cls, b: int, n_nodes: int, n_stations: int) -> Measurement:
+        """An empty measurement."""
+        return cls(np.zeros((b, kernels.O_NODES + 2 * n_nodes + n_stations)), n_nodes)
+
+    def select(self, idx: np.ndarray) -> Measurement:
+        """The rows `idx` (a copy)."""
+        return Measurement(self.data[idx].copy(), self.n_nodes)
 
     @property
     def failed(self) -> np.ndarray:
@@ -170,22 +221,6 @@ class Measurement:
         """(B, N) mean latency of the requests each node answered (0 when none)."""
         return np.divide(self.node_latency_sum_ms, self.node_ok,
                          out=np.zeros(self.node_ok.shape), where=self.node_ok > 0)
-
-    @classmethod
-    def zeros(cls, b: int, n_nodes: int, n_stations: int) -> Measurement:
-        """An empty measurement."""
-        return cls(np.zeros(b, np.int64), np.zeros(b, np.int64), np.zeros(b),
-                   np.zeros((b, n_nodes)), np.zeros((b, n_nodes), np.int64),
-                   np.zeros((b, n_stations), np.int64))
-
-    def add(self, other: Measurement) -> None:
-        """Accumulate another slot (users become the later slot's)."""
-        self.requests += other.requests
-        self.ok += other.ok
-        self.latency_sum_ms += other.latency_sum_ms
-        self.node_latency_sum_ms += other.node_latency_sum_ms
-        self.node_ok += other.node_ok
-        self.users = other.users
 
 
 # ------------------------------------------------------------------ state changes
@@ -207,18 +242,14 @@ def now_s(spec: ClusterSpec, state: ClusterState) -> np.ndarray:
 
 
 def fits(spec: ClusterSpec, replicas: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """(B,) whether the pods' requests fit every node.
+    """(B,) whether the pods' CPU and memory requests fit every node.
 
     Args:
         spec: The cluster.
         replicas: (B, D) replicas per deployment.
         nodes: (B, D) node of each deployment.
     """
-    pods = pods_per_node(spec, replicas, nodes)
-    pod = spec.scenario.pod
-    cpu_ok = pods * pod.cpu_request <= spec.node_cap[:, 0] + 1e-9
-    ram_ok = pods * pod.ram_request_mb <= spec.node_cap[:, 1] + 1e-9
-    return np.all(cpu_ok & ram_ok, axis=1)
+    return kernels.fits(replicas, nodes, spec.pod_request, spec.node_cap)
 
 
 def pods_per_node(spec: ClusterSpec, replicas: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -237,15 +268,11 @@ def apply_replicas(spec: ClusterSpec, state: ClusterState, replicas: np.ndarray)
         state: Current state (not modified).
         replicas: (B, D) desired replicas, already clipped to `[0, max_pods]`.
     """
-    t = now_s(spec, state)[:, None, None]
-    old = state.replicas[:, :, None]
-    new = replicas[:, :, None]
-    j = np.arange(spec.max_pods)[None, None, :]
-    keep = j < np.minimum(old, new)
-    add = (j >= old) & (j < new)
-    ready_at = np.where(keep, state.ready_at,
-                        np.where(add, t + spec.scenario.pod_startup_s, np.inf))
-    return dataclasses.replace(state, replicas=replicas.astype(np.int64), ready_at=ready_at)
+    ready_at = state.ready_at.copy()
+    kernels.scale(ready_at, state.replicas, replicas, state.slot, spec.scenario.slot_s,
+                  spec.scenario.pod_startup_s)
+    return ClusterState(state.slot, replicas.astype(np.int64), ready_at, state.node_of,
+                        state.move_to, state.move_at)
 
 
 def apply_placement(spec: ClusterSpec, state: ClusterState, nodes: np.ndarray) -> ClusterState:
@@ -272,27 +299,9 @@ def apply_placement(spec: ClusterSpec, state: ClusterState, nodes: np.ndarray) -
     return dataclasses.replace(state, move_to=move_to, move_at=move_at)
 
 
-def _commit_moves(state: ClusterState, t: np.ndarray) -> None:
-    done = state.move_at <= t[:, None]
-    if done.any():
-        state.node_of = np.where(done, state.move_to, state.node_of)
-        state.move_at = np.where(done, np.inf, state.move_at)
-
-
 def ready_counts(state: ClusterState, t: np.ndarray) -> np.ndarray:
     """(B, D) pods ready at times `t` (B,)."""
     return np.sum(state.ready_at <= t[:, None, None], axis=2)
-
-
-def requests_from_users(spec: ClusterSpec, users: np.ndarray,
-                        rng: np.random.Generator) -> np.ndarray:
-    """Requests per station: users x load_scale, rounded stochastically when fractional."""
-    scale = spec.scenario.load_scale
-    if float(scale).is_integer():
-        return users * int(scale)
-    x = users * scale
-    base = np.floor(x)
-    return (base + (rng.random(x.shape) < (x - base))).astype(np.int64)
 
 
 def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.random.Generator,
@@ -303,32 +312,25 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
         spec: The cluster.
         state: State before (not modified).
         trace: (T, S) users per slot; slot indices wrap around the day.
-        rng: Source of all randomness.
+        rng: Source of all randomness (one 64-bit key is drawn per call).
         n_slots: Slots to simulate.
 
     Returns:
         The state after, and the measurement summed over the slots.
     """
     n_slots = spec.scenario.slots_per_step if n_slots is None else n_slots
-    state = dataclasses.replace(state, slot=state.slot.copy())
-    b = len(state.slot)
-    total = Measurement.zeros(b, spec.n_nodes, spec.n_stations)
-    for _ in range(n_slots):
-        t = now_s(spec, state)
-        _commit_moves(state, t)
-        users = trace[state.slot % trace.shape[0]]
-        reqs = requests_from_users(spec, users, rng)
-        m = simulate_slot(spec, ready_counts(state, t), state.node_of, reqs, rng)
-        m.users = users.copy()
-        total.add(m)
-        state.slot = state.slot + 1
-    return state, total
+    new = ClusterState(state.slot.copy(), state.replicas, state.ready_at, state.node_of.copy(),
+                       state.move_to, state.move_at.copy())
+    m = Measurement.zeros(len(state.slot), spec.n_nodes, spec.n_stations)
+    kernels.advance(new.slot, new.ready_at, new.node_of, new.move_to, new.move_at, trace,
+                    spec.station_deployment, spec.delay_s, spec.params, n_slots,
+                    rng.bit_generator.random_raw() >> 1, m.data)
+    return new, m
 
 
-# ----------------------------------------------------------------- request model
 def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
                   requests: np.ndarray, rng: np.random.Generator) -> Measurement:
-    """One burst of requests in B clusters (see the module docstring for the model).
+    """One burst of given requests in B clusters with given ready pods (no state change).
 
     Args:
         spec: The cluster.
@@ -337,138 +339,29 @@ def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
         requests: (B, S) requests per station.
         rng: Source of the per-request counter increments.
     """
-    sc = spec.scenario
-    sm = sc.server
-    b_n, s_n = requests.shape
-    d_n, p_n, n_n = spec.n_deployments, spec.max_pods, spec.n_nodes
-    out = Measurement.zeros(b_n, n_n, s_n)
-    pending = np.asarray(requests, dtype=np.int64).copy()
-    out.requests = pending.sum(axis=1)
-    elapsed = np.zeros((b_n, s_n))
-    origins = np.arange(s_n)
-    b_col = np.arange(b_n)[:, None]
-    cpu = ram = None  # (B, D, P) counters, created when a burst is simulated request by request
-    decay = sm.decay_per_s * sc.timeout_s
-    for r in range(s_n):
-        if r > 0:
-            if not pending.any():
-                break
-            if cpu is not None:
-                cpu = np.maximum(cpu - decay, 0.0)
-                ram = np.maximum(ram - decay, 0.0)
-        dep = spec.station_deployment[(origins + r) % s_n]
-        pods = ready[:, dep]
-        node = node_of[:, dep]
-        net = spec.delay_s[origins[None, :], node]
-        has = pending > 0
-        refused = has & (pods == 0)
-        active = has & (pods > 0)
-        if refused.any():
-            elapsed = elapsed + np.where(refused, net, 0.0)
-        if not active.any():
-            continue
-        n_act = np.where(active, pending, 0)
-        if spec.injective:
-            per_dep = np.zeros((b_n, d_n), np.int64)
-            per_dep[:, dep] = n_act
-        else:
-            per_dep = np.bincount((b_col * d_n + dep[None, :]).ravel(), weights=n_act.ravel(),
-                                  minlength=b_n * d_n).reshape(b_n, d_n).astype(np.int64)
-        # Fast path: no pod can be throttled, nothing times out and nothing is left over.
-        if (cpu is None and not refused.any()
-                and np.all(-(-per_dep // np.maximum(ready, 1)) <= spec.k_safe)
-                and np.all(np.where(active, net, 0.0) <= sc.timeout_s)):
-            lat = (elapsed + net) * 1000.0
-            out.ok += n_act.sum(axis=1)
-            out.latency_sum_ms += (n_act * lat).sum(axis=1)
-            flat = (b_col * n_n + node).ravel()
-            out.node_latency_sum_ms += np.bincount(
-                flat, weights=(n_act * lat).ravel(), minlength=b_n * n_n).reshape(b_n, n_n)
-            out.node_ok += np.bincount(flat, weights=n_act.ravel(),
-                                       minlength=b_n * n_n).reshape(b_n, n_n).astype(np.int64)
-            pending = pending - n_act
-            break
-        if cpu is None:
-            cpu = np.zeros((b_n, d_n, p_n))
-            ram = np.zeros((b_n, d_n, p_n))
-        # Rows: (cluster, deployment) pairs that receive requests this round.
-        rb, rd = np.nonzero(per_dep)
-        m = per_dep[rb, rd]
-        p = ready[rb, rd]
-        rnode = node_of[rb, rd]
-        j = np.arange(p_n)[None, :]
-        counts = np.where(j < p[:, None], m[:, None] // p[:, None]
-                          + (j < (m % p)[:, None]), 0).ravel()
-        total = int(counts.sum())
-        seg = np.repeat(np.arange(counts.size), counts)
-        seg_start = np.cumsum(counts) - counts
-        k = np.arange(total) - seg_start[seg]
-        row, pod = seg // p_n, seg % p_n
-        # Which origin each request came from: rows list their origins in order.
-        g_b, g_o = np.nonzero(active)
-        g_key = g_b * d_n + dep[g_o]
-        order = np.lexsort((g_o, g_key))
-        g_b, g_o = g_b[order], g_o[order]
-        g_end = np.cumsum(pending[g_b, g_o])
-        row_start = np.cumsum(m) - m
-        grp = np.searchsorted(g_end, row_start[row] + k * p[row] + pod, side="right")
-        ob, oo = g_b[grp], g_o[grp]
-        inc = rng.integers(sm.increment_low, sm.increment_high + 1, size=(2, total))
-        cum = np.cumsum(inc, axis=1)
-        first = seg_start[seg]
-        base = cum[:, first] - inc[:, first]
-        cpu_v = np.minimum(cpu[rb[row], rd[row], pod] + (cum[0] - base[0]), sm.cpu_limit)
-        ram_v = np.minimum(ram[rb[row], rd[row], pod] + (cum[1] - base[1]), sm.ram_limit)
-        load = 0.5 * (cpu_v / sm.cpu_limit + ram_v / sm.ram_limit)
-        t_srv = spec.delay_s[oo, rnode[row]] + np.where(
-            load > sm.load_threshold,
-            sm.base_delay_s + sm.delay_slope_s * (load - sm.load_threshold), 0.0)
-        late = t_srv > sc.timeout_s
-        ok = ~late
-        lat = (elapsed[ob, oo] + t_srv) * 1000.0
-        out.ok += np.bincount(ob[ok], minlength=b_n)
-        out.latency_sum_ms += np.bincount(ob[ok], weights=lat[ok], minlength=b_n)
-        flat = ob[ok] * n_n + rnode[row][ok]
-        out.node_latency_sum_ms += np.bincount(flat, weights=lat[ok],
-                                               minlength=b_n * n_n).reshape(b_n, n_n)
-        out.node_ok += np.bincount(flat, minlength=b_n * n_n).reshape(b_n, n_n)
-        timed_out = np.bincount(grp[late], minlength=len(g_b))
-        pending = pending - n_act
-        pending[g_b, g_o] += timed_out
-        elapsed[g_b, g_o] += sc.timeout_s
-        nz = counts > 0
-        last = (seg_start + counts - 1)[nz]
-        seg_ids = np.flatnonzero(nz)
-        srow, spod = seg_ids // p_n, seg_ids % p_n
-        cpu[rb[srow], rd[srow], spod] = cpu_v[last]
-        ram[rb[srow], rd[srow], spod] = ram_v[last]
-    return out
+    b = requests.shape[0]
+    m = Measurement.zeros(b, spec.n_nodes, spec.n_stations)
+    kernels.simulate_given(np.ascontiguousarray(ready, dtype=np.int64),
+                           np.ascontiguousarray(node_of, dtype=np.int64),
+                           np.ascontiguousarray(requests, dtype=np.int64),
+                           spec.station_deployment, spec.delay_s, spec.params,
+                           rng.bit_generator.random_raw() >> 1, m.data)
+    return m
 
 
 # ------------------------------------------------------------------ reward terms
-def imbalance(spec: ClusterSpec, replicas: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """(B,) sum over CPU, RAM, TX, RX of the variance across nodes of utilisation in %.
+def step_metrics(spec: ClusterSpec, m: Measurement, replicas: np.ndarray,
+                 nodes: np.ndarray) -> np.ndarray:
+    """(B, N_METRICS) reward and metrics of B clusters (columns `kernels.M_*`).
 
-    Used resources of a node are its pods times the observed per-pod usage; they are
-    taken in percent of the node's capacity so that the four resources are comparable
-    (raw MB would make RAM dominate the reward by three orders of magnitude).
+    `M_REWARD` is LWMECPSEnv3's reward `-latency_weight * latency - replica_cost *
+    total_replicas - imbalance_weight * imbalance`, where latency is the mean over all
+    requests with a failed one counting `failed_latency_ms`, and imbalance sums over CPU,
+    RAM, TX and RX the variance across nodes of utilisation in percent of capacity (raw
+    MB would make RAM dominate the reward by three orders of magnitude).
     """
-    pods = pods_per_node(spec, replicas, nodes)
-    used = pods[:, :, None] * spec.pod_usage[None, None, :]
-    util = 100.0 * used / spec.node_cap[None, :, :]
-    return util.var(axis=1).sum(axis=1)
-
-
-def latency_term_ms(spec: ClusterSpec, m: Measurement) -> np.ndarray:
-    """(B,) mean latency over all requests, a failed request counting `failed_latency_ms`."""
-    total = m.latency_sum_ms + m.failed * spec.scenario.failed_latency_ms
-    return np.divide(total, m.requests, out=np.zeros(len(total)), where=m.requests > 0)
-
-
-def replica_reward(spec: ClusterSpec, m: Measurement, replicas: np.ndarray,
-                   nodes: np.ndarray) -> np.ndarray:
-    """(B,) LWMECPSEnv3 reward: -w*latency - replica_cost*total_replicas - w*imbalance."""
-    sc = spec.scenario
-    return (-sc.latency_weight * latency_term_ms(spec, m)
-            - sc.replica_cost * replicas.sum(axis=1)
-            - sc.imbalance_weight * imbalance(spec, replicas, nodes))
+    out = np.empty((len(m.requests), kernels.N_METRICS))
+    kernels.step_metrics(replicas, nodes, m.data, spec.node_cap,
+                         spec.pod_usage, float(spec.pod_request[0]), spec.failed_latency_ms,
+                         spec.weights, out)
+    return out

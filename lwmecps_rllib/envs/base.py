@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from lwmecps_rllib.backends import Backend, SimBackend
-from lwmecps_rllib.cluster import core
+from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
 
@@ -21,29 +21,25 @@ def check_choice(field: str, value: Any, allowed: tuple[str, ...] | list[str]) -
         raise ValueError(f"{field} must be one of {list(allowed)}, got {value!r}")
 
 
-def step_info(spec: ClusterSpec, m: Measurement, replicas: np.ndarray, nodes: np.ndarray,
-              valid: np.ndarray, slot: np.ndarray) -> list[dict[str, Any]]:
-    """Per-cluster info dicts with the platform's metric names."""
-    avg = m.avg_latency_ms
-    term = core.latency_term_ms(spec, m)
-    pods = replicas.sum(axis=1)
-    cpu_used = pods * spec.scenario.pod.cpu_request
-    usage = cpu_used / spec.node_cap[:, 0].sum()
-    imb = core.imbalance(spec, replicas, nodes)
-    return [
-        {
-            "latency": float(avg[i]),
-            "latency_term_ms": float(term[i]),
-            "pod_count": int(pods[i]),
-            "resource_usage": float(usage[i]),
-            "imbalance": float(imb[i]),
-            "requests": int(m.requests[i]),
-            "failed_requests": int(m.failed[i]),
-            "valid_action": bool(valid[i]),
-            "slot": int(slot[i]),
-        }
-        for i in range(len(avg))
-    ]
+def metrics_info(metrics: np.ndarray, valid: bool, slot: int) -> dict[str, Any]:
+    """The info dict of one step, with the platform's metric names.
+
+    Args:
+        metrics: One row of :func:`lwmecps_rllib.cluster.core.step_metrics`.
+        valid: Whether the action fitted the nodes (and was applied).
+        slot: The next slot of the trace.
+    """
+    return {
+        "latency": float(metrics[kernels.M_LATENCY]),
+        "latency_term_ms": float(metrics[kernels.M_LATENCY_TERM]),
+        "pod_count": int(metrics[kernels.M_PODS]),
+        "resource_usage": float(metrics[kernels.M_USAGE]),
+        "imbalance": float(metrics[kernels.M_IMBALANCE]),
+        "requests": int(metrics[kernels.M_REQUESTS]),
+        "failed_requests": int(metrics[kernels.M_FAILED]),
+        "valid_action": valid,
+        "slot": slot,
+    }
 
 
 class ClusterEnv(gym.Env):
@@ -92,7 +88,8 @@ class ClusterEnv(gym.Env):
         """(1, D) replicas and (1, D) nodes asked for by `action`."""
         raise NotImplementedError
 
-    def _reward(self, m: Measurement, replicas: np.ndarray, nodes: np.ndarray) -> float:
+    def _reward(self, metrics: np.ndarray) -> float:
+        """The step's reward from its metrics row (`kernels.M_*` columns)."""
         raise NotImplementedError
 
     def _observe(self) -> Any:
@@ -125,16 +122,18 @@ class ClusterEnv(gym.Env):
             self.state = self.backend.apply(self.state, replicas, nodes)
         self.state, self.last = self.backend.advance(self.state, self.np_random)
         self.steps += 1
-        cur_r, cur_n = self.state.replicas, self._current_nodes()
-        reward = (self._reward(self.last, cur_r, cur_n) if valid
+        metrics = core.step_metrics(self.spec_, self.last, self.state.replicas,
+                                    self._current_nodes())[0]
+        reward = (self._reward(metrics) if valid
                   else float(self.scenario.invalid_action_reward))
-        info = step_info(self.spec_, self.last, cur_r, cur_n, np.array([valid]),
-                         self.state.slot)[0]
+        info = metrics_info(metrics, valid, int(self.state.slot[0]))
         terminated = self._terminated(reward)
         truncated = self.steps >= self.episode_length and not terminated
         return self._observe(), reward, terminated, truncated, info
 
     def _current_nodes(self) -> np.ndarray:
+        if self.spec_.pinned:
+            return self.state.node_of
         st = self.state
         return np.where(np.isfinite(st.move_at), st.move_to, st.node_of)
 

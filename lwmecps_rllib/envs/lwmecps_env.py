@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lwmecps_rllib.cluster import core
+from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import ClusterEnv
 from lwmecps_rllib.scenarios import Scenario
@@ -89,8 +89,8 @@ class PlacementEnv(ClusterEnv):
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
         return self._ones, self._nodes_from(action)
 
-    def _reward(self, m: Measurement, replicas: np.ndarray, nodes: np.ndarray) -> float:
-        return -float(core.latency_term_ms(self.spec_, m)[0])
+    def _reward(self, metrics: np.ndarray) -> float:
+        return -float(metrics[kernels.M_LATENCY_TERM])
 
     def _observe(self) -> Any:
         if self.obs_format == "box":

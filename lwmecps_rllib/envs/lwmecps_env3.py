@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lwmecps_rllib.cluster import core
+from lwmecps_rllib.cluster import kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import ClusterEnv
 from lwmecps_rllib.scenarios import Scenario
@@ -32,21 +32,12 @@ def env3_box_space(spec: ClusterSpec) -> spaces.Box:
 
 def env3_box_obs(spec: ClusterSpec, state: ClusterState, m: Measurement) -> np.ndarray:
     """(B, obs_dim) flat observations of B clusters, in [0, 1] (time features in [-1, 1])."""
-    sc = spec.scenario
-    b = len(state.slot)
-    cap = spec.node_cap / spec.node_cap.max(axis=0)
-    lat = np.clip(m.node_avg_latency_ms / sc.failed_latency_ms, 0.0, 1.0)
-    nodes = np.concatenate([np.broadcast_to(cap, (b,) + cap.shape), lat[:, :, None]], axis=2)
-    ready = core.ready_counts(state, core.now_s(spec, state))
-    phase = 2.0 * np.pi * (state.slot % sc.n_slots) / sc.n_slots
-    return np.concatenate([
-        nodes.reshape(b, -1),
-        state.replicas / spec.max_pods,
-        ready / spec.max_pods,
-        np.clip(m.users / sc.max_users, 0.0, 1.0),
-        np.sin(phase)[:, None],
-        np.cos(phase)[:, None],
-    ], axis=1).astype(np.float32)
+    out = np.empty((len(state.slot), 5 * spec.n_nodes + 2 * spec.n_deployments
+                    + spec.n_stations + 2), np.float32)
+    kernels.env3_obs(state.replicas, state.ready_at, state.slot, m.data, spec.cap_norm,
+                     spec.max_pods, spec.failed_latency_ms,
+                     spec.max_users, spec.n_slots, spec.scenario.slot_s, out)
+    return out
 
 
 def _scalar(high: float) -> spaces.Box:
@@ -141,6 +132,7 @@ class LWMECPSEnv3(ClusterEnv):
         else:
             self.observation_space = self._dict_space()
         self._home = spec.home_node[None, :].copy()
+        self._action_shape = (spec.n_deployments,)
         self._deps_on = [np.flatnonzero(spec.home_node == n) for n in range(spec.n_nodes)]
 
     def _build_spec(self, scenario: Scenario) -> ClusterSpec:
@@ -169,14 +161,14 @@ class LWMECPSEnv3(ClusterEnv):
         })
 
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
-        a = np.asarray(action, dtype=np.int64).reshape(1, -1)
-        if a.shape[1] != self.spec_.n_deployments:
-            raise ValueError(f"action must have {self.spec_.n_deployments} replica counts, "
-                             f"got shape {np.shape(action)}")
-        return np.clip(a, 0, self.spec_.max_pods), self._home
+        a = np.asarray(action, dtype=np.int64)
+        if a.shape != self._action_shape or not kernels.in_range(a, self.spec_.max_pods):
+            raise ValueError(f"action must give {self.spec_.n_deployments} replica counts in "
+                             f"[0, {self.spec_.max_pods}], got {action!r}")
+        return a.reshape(1, -1), self._home
 
-    def _reward(self, m: Measurement, replicas: np.ndarray, nodes: np.ndarray) -> float:
-        return float(core.replica_reward(self.spec_, m, replicas, nodes)[0])
+    def _reward(self, metrics: np.ndarray) -> float:
+        return float(metrics[kernels.M_REWARD])
 
     def _terminated(self, reward: float) -> bool:
         thr = self.scenario.termination_reward

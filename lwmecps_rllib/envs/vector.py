@@ -9,12 +9,15 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from lwmecps_rllib.cluster import core
-from lwmecps_rllib.envs.base import check_choice, step_info
+from lwmecps_rllib.cluster import core, kernels
+from lwmecps_rllib.envs.base import check_choice
 from lwmecps_rllib.envs.lwmecps_env3 import env3_box_obs, env3_box_space, env3_spec
 from lwmecps_rllib.scenarios import Scenario, load_scenario
 
-INFO_KEYS = ("latency", "pod_count", "resource_usage", "failed_requests", "valid_action")
+INFO_COLUMNS = {"latency": kernels.M_LATENCY, "latency_term_ms": kernels.M_LATENCY_TERM,
+                "pod_count": kernels.M_PODS, "resource_usage": kernels.M_USAGE,
+                "imbalance": kernels.M_IMBALANCE, "requests": kernels.M_REQUESTS,
+                "failed_requests": kernels.M_FAILED}
 
 
 class LWMECPSEnv3Vector(VectorEnv):
@@ -100,8 +103,8 @@ class LWMECPSEnv3Vector(VectorEnv):
         state = core.apply_replicas(spec, self.state, replicas)
         state, m = core.advance(spec, state, self.trace, self.np_random)
         self.steps += 1
-        reward = np.where(valid, core.replica_reward(spec, m, state.replicas, home),
-                          sc.invalid_action_reward)
+        metrics = core.step_metrics(spec, m, state.replicas, home)
+        reward = np.where(valid, metrics[:, kernels.M_REWARD], sc.invalid_action_reward)
         thr = sc.termination_reward
         terminated = reward < thr if thr is not None else np.zeros(self.num_envs, bool)
         truncated = (self.steps >= self.episode_length) & ~terminated
@@ -109,26 +112,23 @@ class LWMECPSEnv3Vector(VectorEnv):
         if reset_rows.size:
             fresh_state, fresh_m = self._fresh(reset_rows.size)
             state.assign(reset_rows, fresh_state)
-            for name in ("requests", "ok", "latency_sum_ms", "node_latency_sum_ms", "node_ok",
-                         "users"):
-                getattr(m, name)[reset_rows] = getattr(fresh_m, name)
+            m.data[reset_rows] = fresh_m.data
             reward[reset_rows] = 0.0
             terminated[reset_rows] = False
             truncated[reset_rows] = False
             self.steps[reset_rows] = 0
         self.state, self.last = state, m
         self._autoreset = terminated | truncated
-        infos = self._infos(m, state.replicas, home, valid, reset_rows)
+        infos = self._infos(metrics, valid, reset_rows)
         obs = env3_box_obs(spec, state, m)
         return obs, reward.astype(np.float64), terminated, truncated, infos
 
-    def _infos(self, m: core.Measurement, replicas: np.ndarray, home: np.ndarray,
-               valid: np.ndarray, reset_rows: np.ndarray) -> dict[str, Any]:
-        per_env = step_info(self.spec_, m, replicas, home, valid, self.state.slot)
+    def _infos(self, metrics: np.ndarray, valid: np.ndarray,
+               reset_rows: np.ndarray) -> dict[str, Any]:
         mask = np.ones(self.num_envs, bool)
         mask[reset_rows] = False
-        infos: dict[str, Any] = {}
-        for key in INFO_KEYS:
-            infos[key] = np.array([d[key] for d in per_env])
-            infos[f"_{key}"] = mask.copy()
+        infos: dict[str, Any] = {"valid_action": valid, "_valid_action": mask}
+        for key, col in INFO_COLUMNS.items():
+            infos[key] = metrics[:, col]
+            infos[f"_{key}"] = mask
         return infos
