@@ -305,7 +305,8 @@ def ready_counts(state: ClusterState, t: np.ndarray) -> np.ndarray:
 
 
 def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.random.Generator,
-            n_slots: int | None = None) -> tuple[ClusterState, Measurement]:
+            n_slots: int | None = None,
+            shared_stream: bool = False) -> tuple[ClusterState, Measurement]:
     """Simulate the next `n_slots` slots (default: one step's worth) of B clusters.
 
     Args:
@@ -314,6 +315,8 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
         trace: (T, S) users per slot; slot indices wrap around the day.
         rng: Source of all randomness (one 64-bit key is drawn per call).
         n_slots: Slots to simulate.
+        shared_stream: Give every cluster the same random numbers (common random numbers,
+            for comparing candidate actions); by default each cluster has its own stream.
 
     Returns:
         The state after, and the measurement summed over the slots.
@@ -324,12 +327,13 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
     m = Measurement.zeros(len(state.slot), spec.n_nodes, spec.n_stations)
     kernels.advance(new.slot, new.ready_at, new.node_of, new.move_to, new.move_at, trace,
                     spec.station_deployment, spec.delay_s, spec.params, n_slots,
-                    rng.bit_generator.random_raw() >> 1, m.data)
+                    rng.bit_generator.random_raw() >> 1, shared_stream, m.data)
     return new, m
 
 
 def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
-                  requests: np.ndarray, rng: np.random.Generator) -> Measurement:
+                  requests: np.ndarray, rng: np.random.Generator,
+                  shared_stream: bool = False) -> Measurement:
     """One burst of given requests in B clusters with given ready pods (no state change).
 
     Args:
@@ -338,6 +342,7 @@ def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
         node_of: (B, D) node of each deployment.
         requests: (B, S) requests per station.
         rng: Source of the per-request counter increments.
+        shared_stream: Give every cluster the same random numbers.
     """
     b = requests.shape[0]
     m = Measurement.zeros(b, spec.n_nodes, spec.n_stations)
@@ -345,7 +350,7 @@ def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
                            np.ascontiguousarray(node_of, dtype=np.int64),
                            np.ascontiguousarray(requests, dtype=np.int64),
                            spec.station_deployment, spec.delay_s, spec.params,
-                           rng.bit_generator.random_raw() >> 1, m.data)
+                           rng.bit_generator.random_raw() >> 1, shared_stream, m.data)
     return m
 
 

@@ -25,6 +25,7 @@ O_REQUESTS, O_OK, O_LATENCY, O_NODES = 0, 1, 2, 3
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_STREAM = np.uint64(0x632BE59BD9B4E019)
 
 
 def pack_params(s: Scenario) -> np.ndarray:
@@ -142,10 +143,11 @@ def _burst(requests: np.ndarray, ready: np.ndarray, node_of: np.ndarray,
 def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to: np.ndarray,
             move_at: np.ndarray, trace: np.ndarray, station_dep: np.ndarray,
             delay_s: np.ndarray, params: np.ndarray, n_slots: int, key: int,
-            out: np.ndarray) -> None:
+            shared_stream: bool, out: np.ndarray) -> None:
     """Simulate `n_slots` slots of B clusters into measurement rows `out`.
 
-    Updates `slot`, `node_of` and `move_at` in place.
+    Updates `slot`, `node_of` and `move_at` in place. Cluster `b` draws from the
+    stream `key + b * _STREAM`, or from `key` itself when `shared_stream`.
     """
     n_b = slot.shape[0]
     n_d, n_p = ready_at.shape[1], ready_at.shape[2]
@@ -165,6 +167,7 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
     ram = np.zeros((n_d, n_p))
     rr = np.zeros(n_d, np.int64)
     for b in range(n_b):
+        rng_state[0] = np.uint64(key) if shared_stream else np.uint64(key) + np.uint64(b) * _STREAM
         for _ in range(n_slots):
             t = slot[b] * slot_s
             for d in range(n_d):
@@ -202,7 +205,7 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
 @numba.njit(cache=True)
 def simulate_given(ready: np.ndarray, node_of: np.ndarray, requests: np.ndarray,
                    station_dep: np.ndarray, delay_s: np.ndarray, params: np.ndarray,
-                   key: int, out: np.ndarray) -> None:
+                   key: int, shared_stream: bool, out: np.ndarray) -> None:
     """One burst of given request counts in B clusters with given ready pods."""
     n_b, n_st = requests.shape
     n_d = ready.shape[1]
@@ -215,6 +218,7 @@ def simulate_given(ready: np.ndarray, node_of: np.ndarray, requests: np.ndarray,
     ram = np.zeros((n_d, n_p))
     rr = np.zeros(n_d, np.int64)
     for b in range(n_b):
+        rng_state[0] = np.uint64(key) if shared_stream else np.uint64(key) + np.uint64(b) * _STREAM
         ok, lat = _burst(requests[b], ready[b], node_of[b], station_dep, delay_s, params,
                          rng_state, pending, elapsed, cpu, ram, rr, out[b])
         out[b, O_REQUESTS] += requests[b].sum()
@@ -250,7 +254,7 @@ def fits(replicas: np.ndarray, nodes: np.ndarray, pod_request: np.ndarray,
 @numba.njit(cache=True)
 def scale(ready_at: np.ndarray, old: np.ndarray, new: np.ndarray, slot: np.ndarray,
           slot_s: float, startup: float) -> None:
-    """Scale pods in place: keep the oldest `min(old, new)`, start `new - old` (ready at t+startup)."""
+    """Scale pods in place: keep the oldest `min(old, new)`, start the rest (ready after startup)."""
     n_b, n_d, n_p = ready_at.shape
     for b in range(n_b):
         for d in range(n_d):
@@ -353,7 +357,4 @@ def env3_obs(replicas: np.ndarray, ready_at: np.ndarray, slot: np.ndarray, meas:
 @numba.njit(cache=True)
 def in_range(a: np.ndarray, high: int) -> bool:
     """Whether every element of `a` lies in [0, high]."""
-    for x in a.flat:
-        if x < 0 or x > high:
-            return False
-    return True
+    return all(not (x < 0 or x > high) for x in a.flat)

@@ -62,7 +62,7 @@ def load_scenario(name_or_path: str | Path | Scenario) -> Scenario:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_shipped(name: str) -> Scenario:
     return _from_file(DATA_DIR / f"{name}.yaml")
 
@@ -162,7 +162,8 @@ def _explicit_parts(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         try:
             delay = np.asarray(net["delay_ms"], dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ScenarioError(f"field 'network.delay_ms' must be a numeric matrix: {exc}") from exc
+            raise ScenarioError(
+                f"field 'network.delay_ms' must be a numeric matrix: {exc}") from exc
     else:
         own = net.get("own_delay_ms", 10.0)
         hop = net.get("hop_delay_ms", 10.0)

@@ -178,7 +178,7 @@ class Scenario:
     @property
     def slots_per_step(self) -> int:
         """Workload slots measured per env step."""
-        return max(1, int(round(self.stabilization_time_s / self.slot_s)))
+        return max(1, round(self.stabilization_time_s / self.slot_s))
 
     @property
     def failed_latency_ms(self) -> float:
@@ -275,7 +275,8 @@ def validate(s: Scenario) -> None:
         _positive(f"server.{f}", getattr(sm, f))
     for f in ("base_delay_s", "delay_slope_s"):
         _positive(f"server.{f}", getattr(sm, f), allow_zero=True)
-    if not isinstance(s.max_replicas, int) or isinstance(s.max_replicas, bool) or s.max_replicas < 1:
+    if not isinstance(s.max_replicas, int) or isinstance(s.max_replicas, bool) \
+            or s.max_replicas < 1:
         raise ScenarioError(f"field 'max_replicas' must be an integer >= 1, got {s.max_replicas!r}")
     if not isinstance(s.episode_length, int) or isinstance(s.episode_length, bool) \
             or s.episode_length < 1:

@@ -1,0 +1,211 @@
+"""Run policies over a whole day of a trace and compare them.
+
+    python -m lwmecps_rllib.evaluate --env LWMECPSEnv3 --scenario testbed-4bs --trace b \\
+        --policy all --output results.json --plot day.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lwmecps_rllib.baselines import Policy, make_baseline, policies_for
+from lwmecps_rllib.envs import ENV_NAMES, make_env
+from lwmecps_rllib.scenarios import Scenario, load_scenario
+
+COLUMNS = ("mean_reward", "mean_latency_ms", "p95_latency_ms", "failed_requests", "mean_pods")
+
+
+def day_scenario(scenario: str | Scenario, steps: int | None = None) -> Scenario:
+    """The scenario as one episode over the whole day (or `steps` steps), never terminated."""
+    sc = load_scenario(scenario)
+    n = steps or sc.n_slots // sc.slots_per_step
+    return sc.replace(episode_length=n, termination_reward=None)
+
+
+def run_policy(env_name: str, scenario: str | Scenario, trace: str, policy: Policy,
+               seed: int = 0, steps: int | None = None, backend: Any = "sim",
+               start_slot: int = 0) -> dict[str, Any]:
+    """One policy over the day of `trace` from `start_slot`; summary and per-step series.
+
+    Returns:
+        A dict with `mean_reward` (per step), `mean_latency_ms` (over successful
+        requests), `p95_latency_ms` (95th percentile of the steps' mean latency),
+        `failed_requests`, `mean_pods`, `steps`, `wall_s` and `series` (per step
+        `reward`, `latency`, `pods`).
+    """
+    sc = day_scenario(scenario, steps)
+    env = make_env(env_name, {"scenario": sc, "trace": trace, "backend": backend})
+    obs, _ = env.reset(seed=seed, options={"start_slot": start_slot})
+    policy.reset(env, seed)
+    n = sc.episode_length
+    reward = np.zeros(n)
+    latency = np.zeros(n)
+    pods = np.zeros(n)
+    ok = lat_sum = failed = 0.0
+    t0 = time.perf_counter()
+    for i in range(n):
+        obs, r, terminated, truncated, info = env.step(policy.act(env, obs))
+        reward[i] = r
+        latency[i] = info["latency"]
+        pods[i] = info["pod_count"]
+        good = info["requests"] - info["failed_requests"]
+        ok += good
+        lat_sum += info["latency"] * good
+        failed += info["failed_requests"]
+        if terminated or truncated:
+            reward, latency, pods = reward[: i + 1], latency[: i + 1], pods[: i + 1]
+            break
+    wall = time.perf_counter() - t0
+    env.close()
+    served = latency[latency > 0]
+    return {
+        "policy": policy.name,
+        "mean_reward": float(reward.mean()),
+        "mean_latency_ms": float(lat_sum / ok) if ok else 0.0,
+        "p95_latency_ms": float(np.percentile(served, 95)) if served.size else 0.0,
+        "failed_requests": int(failed),
+        "mean_pods": float(pods.mean()),
+        "steps": len(reward),
+        "wall_s": round(wall, 3),
+        "series": {"reward": reward.tolist(), "latency": latency.tolist(), "pods": pods.tolist()},
+    }
+
+
+def parse_policies(spec: str, env_name: str) -> list[str]:
+    """`all` or a comma-separated list of baseline names, checked against the env."""
+    allowed = policies_for(env_name)
+    if spec == "all":
+        return allowed
+    names = [p.strip() for p in spec.split(",") if p.strip()]
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"--policy {name!r} is not available for {env_name}; allowed: "
+                             f"'all' or {allowed}")
+    return names
+
+
+def evaluate(env_name: str, scenario: str, trace: str, policies: list[str], seed: int = 0,
+             steps: int | None = None, extra: dict[str, Policy] | None = None,
+             backend: Any = "sim") -> dict[str, Any]:
+    """Run baselines (and `extra` policies, e.g. trained ones) over the day; a result table."""
+    if env_name not in ENV_NAMES:
+        raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env_name!r}")
+    runs = {}
+    for name in policies:
+        runs[name] = run_policy(env_name, scenario, trace, make_baseline(name, env_name), seed,
+                                steps, backend)
+    for name, pol in (extra or {}).items():
+        runs[name] = run_policy(env_name, scenario, trace, pol, seed, steps, backend)
+    sc = load_scenario(scenario)
+    return {"env": env_name, "scenario": sc.name, "trace": trace, "seed": seed,
+            "steps": next(iter(runs.values()))["steps"] if runs else 0, "results": runs}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a fixed-width text table."""
+    head = (f"{'policy':<20}{'mean reward':>13}{'latency ms':>12}{'p95 ms':>10}"
+            f"{'failed':>9}{'pods':>8}{'wall s':>9}")
+    lines = [f"{result['env']} on {result['scenario']}, trace {result['trace']}, "
+             f"{result['steps']} steps", head, "-" * len(head)]
+    for name, r in result["results"].items():
+        lines.append(f"{name:<20}{r['mean_reward']:>13.2f}{r['mean_latency_ms']:>12.1f}"
+                     f"{r['p95_latency_ms']:>10.1f}{r['failed_requests']:>9d}"
+                     f"{r['mean_pods']:>8.2f}{r['wall_s']:>9.2f}")
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to `path` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _smooth(x: np.ndarray, k: int) -> np.ndarray:
+    padded = np.pad(x, (k // 2, k - 1 - k // 2), mode="edge")
+    return np.convolve(padded, np.ones(k) / k, mode="valid")
+
+
+def plot_day(result: dict[str, Any], path: Path, slot_s: float, slots_per_step: int) -> None:
+    """Latency and replicas over the day per policy, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    for name, r in result["results"].items():
+        lat = np.asarray(r["series"]["latency"])
+        pods = np.asarray(r["series"]["pods"])
+        hours = np.arange(len(lat)) * slot_s * slots_per_step / 3600.0
+        k = max(1, len(lat) // 200)
+        ax1.plot(hours, _smooth(lat, k), label=name, lw=1)
+        ax2.plot(hours, _smooth(pods, k), label=name, lw=1)
+    ax1.set_ylabel("mean latency (ms)")
+    ax2.set_ylabel("replicas")
+    ax2.set_xlabel("hour of day")
+    ax1.legend(ncol=3, fontsize=8)
+    ax1.set_title(f"{result['env']} on {result['scenario']}, trace {result['trace']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.evaluate",
+                                description="Compare policies over a whole day of a trace.")
+    p.add_argument("--env", default="LWMECPSEnv3", choices=ENV_NAMES)
+    p.add_argument("--scenario", default="testbed-4bs",
+                   help="shipped scenario name or path to a scenario YAML")
+    p.add_argument("--trace", default="b", help="trace name (a: training day, b: unseen day)")
+    p.add_argument("--policy", default="all", help="'all' or a comma-separated list")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="limit the run to N steps")
+    p.add_argument("--backend", default="sim", choices=("sim",))
+    p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
+    p.add_argument("--plot", type=Path, default=None, help="draw latency/replicas to a PNG")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        policies = parse_policies(args.policy, args.env)
+        if args.steps is not None and args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        result = evaluate(args.env, args.scenario, args.trace, policies, args.seed, args.steps,
+                          backend=args.backend)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.output:
+        write_json_atomic(args.output, result)
+        print(f"wrote {args.output}")
+    if args.plot:
+        sc = load_scenario(args.scenario)
+        plot_day(result, args.plot, sc.slot_s, sc.slots_per_step)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
