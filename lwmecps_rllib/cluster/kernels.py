@@ -254,7 +254,7 @@ def fits(replicas: np.ndarray, nodes: np.ndarray, pod_request: np.ndarray,
 @numba.njit(cache=True)
 def scale(ready_at: np.ndarray, old: np.ndarray, new: np.ndarray, slot: np.ndarray,
           slot_s: float, startup: float) -> None:
-    """Scale pods in place: keep the oldest `min(old, new)`, start the rest (ready after startup)."""
+    """Scale pods in place: keep the oldest `min(old, new)`, start the rest (after startup)."""
     n_b, n_d, n_p = ready_at.shape
     for b in range(n_b):
         for d in range(n_d):
@@ -357,4 +357,7 @@ def env3_obs(replicas: np.ndarray, ready_at: np.ndarray, slot: np.ndarray, meas:
 @numba.njit(cache=True)
 def in_range(a: np.ndarray, high: int) -> bool:
     """Whether every element of `a` lies in [0, high]."""
-    return all(not (x < 0 or x > high) for x in a.flat)
+    for x in a.flat:  # noqa: SIM110 (numba compiles loops, not generators)
+        if x < 0 or x > high:
+            return False
+    return True

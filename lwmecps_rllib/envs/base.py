@@ -13,6 +13,8 @@ from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
 
 OBS_FORMATS = ("dict", "box")
+#: Upper bound of the users-per-station observation in the dict forms.
+MAX_USERS = 1e6
 
 
 def check_choice(field: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:

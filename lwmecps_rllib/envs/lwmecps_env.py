@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
-from lwmecps_rllib.envs.base import ClusterEnv
+from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
 from lwmecps_rllib.scenarios import Scenario
 
 NODE_FEATURES = ("cpu", "ram", "tx_bandwidth", "rx_bandwidth", "read_disk", "write_disk",
@@ -66,7 +66,7 @@ class PlacementEnv(ClusterEnv):
                                    np.full((n, 1), d)], axis=1).astype(np.float32)
             self.observation_space = spaces.Dict({
                 "nodes": spaces.Box(np.zeros_like(high), high, dtype=np.float32),
-                "users": spaces.Box(0.0, np.inf, shape=(s,), dtype=np.float32),
+                "users": spaces.Box(0.0, MAX_USERS, shape=(s,), dtype=np.float32),
             })
         self._ones = np.ones((1, d), np.int64)
 

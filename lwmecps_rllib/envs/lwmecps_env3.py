@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 from lwmecps_rllib.cluster import kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
-from lwmecps_rllib.envs.base import ClusterEnv
+from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
 from lwmecps_rllib.scenarios import Scenario
 
 POD_FIELDS = ("CPU_usage", "RAM_usage", "TX_usage", "RX_usage")
@@ -156,7 +156,7 @@ class LWMECPSEnv3(ClusterEnv):
             })
         return spaces.Dict({
             "nodes": spaces.Dict(nodes),
-            "users": spaces.Box(0.0, np.inf, shape=(spec.n_stations,), dtype=np.float32),
+            "users": spaces.Box(0.0, MAX_USERS, shape=(spec.n_stations,), dtype=np.float32),
             "time_of_day": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
         })
 

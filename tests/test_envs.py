@@ -1,0 +1,163 @@
+"""The three envs and the batched LWMECPSEnv3: API conformance, determinism, rules."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lwmecps_rllib.cluster import core
+from lwmecps_rllib.envs import ENV_NAMES, LWMECPSEnv3, LWMECPSEnv3Vector, make_env
+from lwmecps_rllib.scenarios import load_scenario
+
+ENVS = ENV_NAMES
+
+
+@pytest.mark.parametrize("env_name", ENVS)
+@pytest.mark.parametrize("obs_format", ["dict", "box"])
+def test_gymnasium_check_env(env_name: str, obs_format: str, scenario_name: str) -> None:
+    env = gym.make(env_name, scenario=scenario_name, obs_format=obs_format)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, *_ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+        assert np.isfinite(reward)
+
+
+def _rollout(env: gym.Env, seed: int, n: int = 12) -> list:
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    out = [np.asarray(gym.spaces.flatten(env.observation_space, obs))]
+    for _ in range(n):
+        obs, r, term, trunc, info = env.step(env.action_space.sample())
+        out.append((np.asarray(gym.spaces.flatten(env.observation_space, obs)), r, term, trunc,
+                    info["latency"]))
+        if term or trunc:
+            obs, _ = env.reset()
+    return out
+
+
+def _same(a: list, b: list) -> bool:
+    return all(np.array_equal(x[0], y[0]) and x[1:] == y[1:] if isinstance(x, tuple)
+               else np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("env_name", ENVS)
+def test_same_seed_same_trajectory(env_name: str) -> None:
+    a = _rollout(gym.make(env_name, scenario="testbed-4bs-peak"), seed=7)
+    b = _rollout(gym.make(env_name, scenario="testbed-4bs-peak"), seed=7)
+    c = _rollout(gym.make(env_name, scenario="testbed-4bs-peak"), seed=8)
+    assert _same(a, b)
+    assert not _same(a, c)
+
+
+def test_episode_length_and_termination() -> None:
+    env = gym.make("LWMECPSEnv3")
+    env.reset(seed=0)
+    for i in range(5):
+        _, _, term, trunc, _ = env.step(np.array([1, 1, 1, 1]))
+        assert not term
+        assert trunc == (i == 4)
+    # Zero replicas everywhere: every request fails, reward < -500, terminated.
+    env.reset(seed=0)
+    _, reward, term, trunc, info = env.step(np.zeros(4, np.int64))
+    assert reward < -500 and term and not trunc
+    assert info["failed_requests"] == info["requests"] > 0
+
+
+def test_invalid_action_changes_nothing() -> None:
+    sc = load_scenario("metro-16")
+    env = LWMECPSEnv3(scenario=sc, obs_format="box")
+    env.reset(seed=0)
+    small = next(i for i, n in enumerate(sc.nodes) if n.cpu == 4)  # fits 2 pods
+    action = np.ones(16, np.int64)
+    action[small] = 3
+    before = env.state.replicas.copy()
+    _, reward, _, _, info = env.step(action)
+    assert reward == -100.0 and not info["valid_action"]
+    np.testing.assert_array_equal(env.state.replicas, before)
+    action[small] = 2
+    _, reward, _, _, info = env.step(action)
+    assert info["valid_action"] and reward > -100
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 4), min_size=16, max_size=16), min_size=1, max_size=6))
+def test_capacity_is_never_exceeded(actions: list[list[int]]) -> None:
+    env = LWMECPSEnv3(scenario="metro-16", obs_format="box")
+    env.reset(seed=1)
+    spec = env.spec_
+    for a in actions:
+        env.step(np.array(a))
+        pods = core.pods_per_node(spec, env.state.replicas, env.state.node_of)[0]
+        assert np.all(pods * spec.pod_request[0] <= spec.node_cap[:, 0])
+
+
+@pytest.mark.parametrize("env_name", ["LWMECPSEnv", "LWMECPSEnv2"])
+def test_placement_moves_after_startup(env_name: str) -> None:
+    env = gym.make(env_name, scenario="testbed-4bs-peak").unwrapped
+    env.reset(seed=0)
+    target = 2 if env_name == "LWMECPSEnv" else np.array([2, 2, 2, 2])
+    home = env.spec_.home_node.tolist()
+    env.step(target)
+    # A rolling update: the old pod serves while the new one starts (20 s = 2 steps).
+    assert env.state.node_of[0].tolist() == home
+    assert set(env.state.move_to[0].tolist()) == {2}
+    env.step(target)
+    env.step(target)
+    assert set(env.state.node_of[0].tolist()) == {2}
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="obs_format must be one of"):
+        LWMECPSEnv3(obs_format="image")
+    with pytest.raises(ValueError, match="trace must be one of"):
+        LWMECPSEnv3(trace="z")
+    with pytest.raises(ValueError, match="env_config key"):
+        make_env("LWMECPSEnv3", {"scenrio": "testbed-4bs"})
+    with pytest.raises(ValueError, match="env must be one of"):
+        make_env("LWMECPSEnv9", {})
+    env = LWMECPSEnv3()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="replica counts in"):
+        env.step(np.array([1, 9, 1, 1]))
+    with pytest.raises(ValueError, match="vector_entry_point' is only available"):
+        make_env("LWMECPSEnv2", {"num_envs": 4})
+
+
+def test_vector_entry_point_is_the_batched_env() -> None:
+    venv = gym.make_vec("LWMECPSEnv3", num_envs=8, vectorization_mode="vector_entry_point",
+                        scenario="testbed-4bs-peak")
+    assert isinstance(venv, LWMECPSEnv3Vector)
+    single = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs-peak"})
+    assert venv.single_observation_space == single.observation_space
+    assert venv.single_action_space == single.action_space
+    obs, _ = venv.reset(seed=3)
+    assert obs.shape == (8, single.observation_space.shape[0])
+    ended = np.zeros(8, bool)
+    for _ in range(70):
+        obs, reward, term, trunc, info = venv.step(venv.action_space.sample())
+        assert venv.observation_space.contains(obs)
+        # NEXT_STEP autoreset: a sub-env that ended returns a reset step (reward 0).
+        assert np.all(reward[ended] == 0.0) and not np.any((term | trunc)[ended])
+        assert np.all(info["_latency"] == ~ended)
+        ended = term | trunc
+        assert np.all(venv.steps <= 30)
+        assert np.all(trunc == (venv.steps == 30))
+
+
+def test_batched_env_follows_the_single_env_rules() -> None:
+    venv = LWMECPSEnv3Vector(num_envs=3, scenario="testbed-4bs")
+    venv.reset(seed=0, options={"start_slot": 500})
+    single = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box")
+    obs1, _ = single.reset(seed=0, options={"start_slot": 500})
+    # Below the throttling threshold the outcome is deterministic: both must agree.
+    a = np.array([2, 2, 2, 2])
+    obs_v, r_v, *_ = venv.step(np.stack([a] * 3))
+    obs_s, r_s, *_ = single.step(a)
+    np.testing.assert_allclose(obs_v[0], obs_s)
+    assert r_v[0] == pytest.approx(r_s)
