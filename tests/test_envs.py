@@ -154,7 +154,7 @@ def test_batched_env_follows_the_single_env_rules() -> None:
     venv = LWMECPSEnv3Vector(num_envs=3, scenario="testbed-4bs")
     venv.reset(seed=0, options={"start_slot": 500})
     single = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box")
-    obs1, _ = single.reset(seed=0, options={"start_slot": 500})
+    single.reset(seed=0, options={"start_slot": 500})
     # Below the throttling threshold the outcome is deterministic: both must agree.
     a = np.array([2, 2, 2, 2])
     obs_v, r_v, *_ = venv.step(np.stack([a] * 3))

@@ -115,7 +115,7 @@ def test_yaml_file_with_base(tmp_path: Path) -> None:
 
 
 def test_unknown_scenario_and_trace() -> None:
-    with pytest.raises(ScenarioError, match="allowed: .*testbed-4bs"):
+    with pytest.raises(ScenarioError, match=r"allowed: .*testbed-4bs"):
         load_scenario("nope")
     with pytest.raises(ScenarioError, match="unknown trace 'c'"):
         load_scenario("testbed-4bs").trace("c")
