@@ -227,13 +227,13 @@ class Measurement:
 def initial_state(spec: ClusterSpec, start_slot: np.ndarray, replicas: int = 1) -> ClusterState:
     """Clusters with `replicas` ready pods per deployment on their home nodes."""
     b = len(start_slot)
-    d, p = spec.n_deployments, spec.max_pods
-    ready_at = np.full((b, d, p), np.inf)
-    ready_at[:, :, :replicas] = -np.inf
-    home = np.broadcast_to(spec.home_node, (b, d)).copy()
-    return ClusterState(slot=np.asarray(start_slot, dtype=np.int64).copy(),
-                        replicas=np.full((b, d), replicas, dtype=np.int64), ready_at=ready_at,
-                        node_of=home, move_to=home.copy(), move_at=np.full((b, d), np.inf))
+    one = np.full((1, spec.n_deployments, spec.max_pods), np.inf)
+    one[:, :, :replicas] = -np.inf
+    home = np.repeat(spec.home_node[None, :], b, axis=0)
+    return ClusterState(np.array(start_slot, dtype=np.int64),
+                        np.full((b, spec.n_deployments), replicas, dtype=np.int64),
+                        np.repeat(one, b, axis=0), home, home.copy(),
+                        np.full((b, spec.n_deployments), np.inf))
 
 
 def now_s(spec: ClusterSpec, state: ClusterState) -> np.ndarray:
