@@ -322,8 +322,10 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
         The state after, and the measurement summed over the slots.
     """
     n_slots = spec.scenario.slots_per_step if n_slots is None else n_slots
-    new = ClusterState(state.slot.copy(), state.replicas, state.ready_at, state.node_of.copy(),
-                       state.move_to, state.move_at.copy())
+    moving = not spec.pinned  # only placement envs have moves to commit
+    new = ClusterState(state.slot.copy(), state.replicas, state.ready_at,
+                       state.node_of.copy() if moving else state.node_of, state.move_to,
+                       state.move_at.copy() if moving else state.move_at)
     m = Measurement.zeros(len(state.slot), spec.n_nodes, spec.n_stations)
     kernels.advance(new.slot, new.ready_at, new.node_of, new.move_to, new.move_at, trace,
                     spec.station_deployment, spec.delay_s, spec.params, n_slots,

@@ -31,14 +31,15 @@ def metrics_info(metrics: np.ndarray, valid: bool, slot: int) -> dict[str, Any]:
         valid: Whether the action fitted the nodes (and was applied).
         slot: The next slot of the trace.
     """
+    m = metrics.tolist()
     return {
-        "latency": float(metrics[kernels.M_LATENCY]),
-        "latency_term_ms": float(metrics[kernels.M_LATENCY_TERM]),
-        "pod_count": int(metrics[kernels.M_PODS]),
-        "resource_usage": float(metrics[kernels.M_USAGE]),
-        "imbalance": float(metrics[kernels.M_IMBALANCE]),
-        "requests": int(metrics[kernels.M_REQUESTS]),
-        "failed_requests": int(metrics[kernels.M_FAILED]),
+        "latency": m[kernels.M_LATENCY],
+        "latency_term_ms": m[kernels.M_LATENCY_TERM],
+        "pod_count": int(m[kernels.M_PODS]),
+        "resource_usage": m[kernels.M_USAGE],
+        "imbalance": m[kernels.M_IMBALANCE],
+        "requests": int(m[kernels.M_REQUESTS]),
+        "failed_requests": int(m[kernels.M_FAILED]),
         "valid_action": valid,
         "slot": slot,
     }
