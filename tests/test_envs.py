@@ -22,6 +22,7 @@ def test_gymnasium_check_env(env_name: str, obs_format: str, scenario_name: str)
     env = gym.make(env_name, scenario=scenario_name, obs_format=obs_format)
     check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
     for _ in range(3):
         obs, reward, *_ = env.step(env.action_space.sample())
         assert env.observation_space.contains(obs)
@@ -137,6 +138,7 @@ def test_vector_entry_point_is_the_batched_env() -> None:
     assert venv.single_observation_space == single.observation_space
     assert venv.single_action_space == single.action_space
     obs, _ = venv.reset(seed=3)
+    venv.action_space.seed(3)
     assert obs.shape == (8, single.observation_space.shape[0])
     ended = np.zeros(8, bool)
     for _ in range(70):
@@ -147,7 +149,7 @@ def test_vector_entry_point_is_the_batched_env() -> None:
         assert np.all(info["_latency"] == ~ended)
         ended = term | trunc
         assert np.all(venv.steps <= 30)
-        assert np.all(trunc == (venv.steps == 30))
+        assert np.all(trunc == ((venv.steps == 30) & ~term))
 
 
 def test_batched_env_follows_the_single_env_rules() -> None:
