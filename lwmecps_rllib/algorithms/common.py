@@ -1,0 +1,143 @@
+"""What our three algorithms share: reference hyper-parameter names, checks, metrics, networks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.utils.annotations import override
+
+#: Step-info keys averaged per episode and reported under `env/`.
+ENV_METRICS = ("latency", "resource_usage", "pod_count", "failed_requests")
+
+
+def check_param(name: str, value: Any, low: float | None = None, high: float | None = None,
+                *, low_open: bool = False, integer: bool = False) -> None:
+    """Raise ValueError naming `name` unless `value` is a number in the allowed range."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(float(value))
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else f"<= {high}"
+        rng = " and ".join(x for x in (lo, hi) if x)
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}{' ' + rng if rng else ''}, got {value!r}")
+
+
+class LWMECPSAlgorithmConfig(AlgorithmConfig):
+    """Base config of our algorithms: the reference's hyper-parameter names, checked early.
+
+    `training(learning_rate=..., discount_factor=..., epsilon=...)` set RLlib's `lr`,
+    `gamma` and the algorithm's epsilon (exploration for Q-learning and DQN, the clip
+    range for PPO). Values are checked when set, so a bad one fails before anything is
+    built, with a message naming the parameter.
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class)
+        self.epsilon = 0.1
+        self.callbacks_class = EnvMetricsCallback
+        self.num_env_runners = 0
+
+    def _set_epsilon(self, value: float) -> None:
+        check_param("epsilon", value, 0.0, 1.0)
+        self.epsilon = float(value)
+
+    @override(AlgorithmConfig)
+    def training(self, *, learning_rate: float = NotProvided, discount_factor: float = NotProvided,
+                 epsilon: float = NotProvided, **kwargs: Any) -> LWMECPSAlgorithmConfig:
+        """Training settings; `learning_rate`, `discount_factor` and `epsilon` as in LWMECPS."""
+        if learning_rate is not NotProvided:
+            kwargs["lr"] = learning_rate
+        if discount_factor is not NotProvided:
+            kwargs["gamma"] = discount_factor
+        if "lr" in kwargs and not isinstance(kwargs["lr"], list):
+            check_param("learning_rate", kwargs["lr"], 0.0, low_open=True)
+        if "gamma" in kwargs:
+            check_param("discount_factor", kwargs["gamma"], 0.0, 1.0)
+        if epsilon is not NotProvided:
+            self._set_epsilon(epsilon)
+        super().training(**kwargs)
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        """The reference's name for `lr`."""
+        return self.lr
+
+    @property
+    def discount_factor(self) -> float:
+        """The reference's name for `gamma`."""
+        return self.gamma
+
+
+class EnvMetricsCallback(RLlibCallback):
+    """Per-episode means of the env's step metrics, logged next to RLlib's episode stats."""
+
+    @override(RLlibCallback)
+    def on_episode_end(self, *, episode: Any, prev_episode_chunks: list | None = None,
+                       metrics_logger: Any = None, **kwargs: Any) -> None:
+        """Average `latency`, `resource_usage`, `pod_count`, `failed_requests` over the episode."""
+        if metrics_logger is None:
+            return
+        infos = []
+        for chunk in [*(prev_episode_chunks or []), episode]:
+            infos.extend(i for i in chunk.get_infos() if "latency" in i)
+        if not infos:
+            return
+        for key in ENV_METRICS:
+            metrics_logger.log_value(key, float(np.mean([i[key] for i in infos])),
+                                     reduce="mean", window=100)
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """An algorithm's result as the platform's fixed metric names.
+
+    `env/total_reward`, `env/steps`, `env/latency`, `env/resource_usage`,
+    `env/pod_count`, `env/failed_requests`, `env/env_steps_lifetime`, and every scalar
+    learner stat of the default module as `losses/<name>`.
+    """
+    env = result.get("env_runners", {})
+    out = {
+        "env/total_reward": env.get("episode_return_mean", float("nan")),
+        "env/steps": env.get("episode_len_mean", float("nan")),
+        "env/env_steps_lifetime": env.get("num_env_steps_sampled_lifetime", 0),
+    }
+    for key in ENV_METRICS:
+        out[f"env/{key}"] = env.get(key, float("nan"))
+    learner = result.get("learners", {}).get("default_policy", {})
+    for key, value in learner.items():
+        if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool):
+            out[f"losses/{key}"] = float(value)
+    return {k: float(v) for k, v in out.items()}
+
+
+def action_dims(space: gym.Space) -> list[int]:
+    """Choices per action dimension: `[n]` for Discrete, `nvec` for MultiDiscrete."""
+    if isinstance(space, gym.spaces.Discrete):
+        return [int(space.n)]
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return [int(n) for n in np.asarray(space.nvec).ravel()]
+    raise ValueError(f"action space must be Discrete or MultiDiscrete, got {space}")
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int) -> torch.nn.Sequential:
+    """A ReLU MLP."""
+    layers: list[torch.nn.Module] = []
+    last = in_dim
+    for h in hidden:
+        layers += [torch.nn.Linear(last, h), torch.nn.ReLU()]
+        last = h
+    layers.append(torch.nn.Linear(last, out_dim))
+    return torch.nn.Sequential(*layers)

@@ -1,0 +1,77 @@
+"""DQN's loss: Huber TD error of the factorised Q, with a target network and double-Q option."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.connectors.common.add_observations_from_episodes_to_batch import (
+    AddObservationsFromEpisodesToBatch,
+)
+from ray.rllib.connectors.learner import AddNextObservationsFromEpisodesToTrainBatch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.core.rl_module.apis.target_network_api import TargetNetworkAPI
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT, QF_NEXT_TARGET
+
+
+def joint_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """`mean_d Q_d(s, a_d)` for the taken actions."""
+    if actions.dim() == 1:
+        actions = actions[:, None]
+    picked = [q.gather(-1, actions[:, d:d + 1].long()).squeeze(-1) for d, q in enumerate(heads)]
+    return torch.stack(picked, -1).mean(-1)
+
+
+class DQNLearner(TorchLearner):
+    """TD learning on replayed transitions.
+
+    Target: `r + gamma * (1 - terminated) * mean_d Q_target_d(s', a*_d)`, with `a*_d` the
+    argmax of the online head (double Q) or of the target head. The target network is
+    copied from the online one every `target_network_update_freq` env steps.
+    """
+
+    @override(TorchLearner)
+    def build(self) -> None:
+        super().build()
+        self.module.foreach_module(
+            lambda mid, mod: mod.make_target_networks()
+            if isinstance(mod, TargetNetworkAPI) else None)
+        self._last_target_update = 0
+        if self._learner_connector is not None:
+            self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch,
+                                                 AddNextObservationsFromEpisodesToTrainBatch())
+
+    @override(TorchLearner)
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        q_sa = joint_q(fwd_out[QF], batch[Columns.ACTIONS])
+        with torch.no_grad():
+            if config.double_q:
+                best = torch.stack([q.argmax(-1) for q in fwd_out[QF_NEXT]], -1)
+            else:
+                best = torch.stack([q.argmax(-1) for q in fwd_out[QF_NEXT_TARGET]], -1)
+            q_next = joint_q(fwd_out[QF_NEXT_TARGET], best)
+            done = batch[Columns.TERMINATEDS].float()
+            gamma_n = config.gamma ** batch.get("n_step", torch.ones_like(done))
+            target = batch[Columns.REWARDS] * config.reward_scale + gamma_n * (1 - done) * q_next
+        td = q_sa - target
+        loss = torch.nn.functional.huber_loss(q_sa, target, reduction="mean")
+        self.metrics.log_dict({"td_loss": loss.detach(), "q_mean": q_sa.detach().mean(),
+                               "td_error_abs": td.detach().abs().mean()},
+                              key=module_id, window=1)
+        return loss
+
+    @override(TorchLearner)
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        now = timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)
+        if now - self._last_target_update >= self.config.target_network_update_freq:
+            for mid, module in self.module._rl_modules.items():
+                for main, target in module.unwrapped().get_target_network_pairs():
+                    target.load_state_dict(main.state_dict())
+                self.metrics.log_value((mid, "last_target_update_ts"), now, window=1)
+            self._last_target_update = now

@@ -1,0 +1,49 @@
+"""PPO's RLModule: a policy MLP (one categorical per action dimension) and a value MLP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import (
+    TorchCategorical,
+    TorchMultiCategorical,
+)
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
+
+from lwmecps_rllib.algorithms.common import action_dims, mlp
+
+
+class PPOModule(TorchRLModule, ValueFunctionAPI):
+    """Separate policy and value networks over the flat observation.
+
+    `model_config`: `hidden` (list of layer sizes, default `[128, 128]`). A
+    MultiDiscrete action (replicas or node per deployment) is a product of independent
+    categoricals, one per deployment, whose logits the policy net outputs side by side.
+    """
+
+    @override(TorchRLModule)
+    def setup(self) -> None:
+        obs_dim = int(np.prod(self.observation_space.shape))
+        hidden = list(self.model_config.get("hidden", [128, 128]))
+        self._dims = action_dims(self.action_space)
+        self.pi = mlp(obs_dim, hidden, sum(self._dims))
+        self.vf = mlp(obs_dim, hidden, 1)
+        if len(self._dims) == 1 and not self.action_space.shape:
+            self.action_dist_cls = TorchCategorical
+        else:
+            self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(
+                input_lens=self._dims)
+
+    @override(TorchRLModule)
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {Columns.ACTION_DIST_INPUTS: self.pi(batch[Columns.OBS].flatten(1))}
+
+    @override(ValueFunctionAPI)
+    def compute_values(self, batch: dict[str, Any],
+                       embeddings: Any = None) -> torch.Tensor:
+        return self.vf(batch[Columns.OBS].flatten(1)).squeeze(-1)
