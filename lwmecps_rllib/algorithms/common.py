@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
 from ray.rllib.utils.annotations import override
 
 #: Step-info keys averaged per episode and reported under `env/`.
@@ -141,3 +143,20 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int) -> torch.nn.Sequential:
         last = h
     layers.append(torch.nn.Linear(last, out_dim))
     return torch.nn.Sequential(*layers)
+
+
+class ScaleRewards(ConnectorV2):
+    """Learner connector piece: multiply every module's batch rewards by `scale`."""
+
+    def __init__(self, input_observation_space: Any = None, input_action_space: Any = None,
+                 *, scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(input_observation_space, input_action_space, **kwargs)
+        self.scale = scale
+
+    @override(ConnectorV2)
+    def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: Any,
+                 **kwargs: Any) -> dict[str, Any]:
+        for module_batch in batch.values():
+            if Columns.REWARDS in module_batch:
+                module_batch[Columns.REWARDS] = module_batch[Columns.REWARDS] * self.scale
+        return batch

@@ -19,14 +19,20 @@ class SimBackend:
     def __init__(self, spec: ClusterSpec, trace: np.ndarray) -> None:
         self.spec = spec
         self.trace = trace
-        self._initial = core.initial_state(spec, np.zeros(1, np.int64))
+        self._initial = core.initial_state(
+            spec, np.zeros(1, np.int64), core.initial_replicas(spec, trace, np.zeros(1)))
 
     def reset(self, start_slot: int, rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
-        """One ready replica per deployment at home; the slot before `start_slot` is measured."""
-        t = self._initial
-        state = ClusterState(np.array([start_slot - 1], np.int64), t.replicas.copy(),
-                             t.ready_at.copy(), t.node_of.copy(), t.move_to.copy(),
-                             t.move_at.copy())
+        """Ready replicas at home (the scenario's `initial_replicas`); the slot before
+        `start_slot` is measured."""
+        slot = np.array([start_slot - 1], np.int64)
+        if self.spec.scenario.initial_replicas == "load":
+            state = core.initial_state(self.spec, slot,
+                                       core.initial_replicas(self.spec, self.trace, slot))
+        else:
+            t = self._initial
+            state = ClusterState(slot, t.replicas.copy(), t.ready_at.copy(), t.node_of.copy(),
+                                 t.move_to.copy(), t.move_at.copy())
         return core.advance(self.spec, state, self.trace, rng, n_slots=1)
 
     def apply(self, state: ClusterState, replicas: np.ndarray, nodes: np.ndarray) -> ClusterState:

@@ -224,16 +224,28 @@ class Measurement:
 
 
 # ------------------------------------------------------------------ state changes
-def initial_state(spec: ClusterSpec, start_slot: np.ndarray, replicas: int = 1) -> ClusterState:
-    """Clusters with `replicas` ready pods per deployment on their home nodes."""
+def initial_state(spec: ClusterSpec, start_slot: np.ndarray,
+                  replicas: int | np.ndarray = 1) -> ClusterState:
+    """Clusters with `replicas` (a count, or (B, D) counts) ready pods per deployment at home."""
     b = len(start_slot)
-    one = np.full((1, spec.n_deployments, spec.max_pods), np.inf)
-    one[:, :, :replicas] = -np.inf
+    reps = np.broadcast_to(np.asarray(replicas, dtype=np.int64), (b, spec.n_deployments))
+    j = np.arange(spec.max_pods)[None, None, :]
+    ready_at = np.where(j < reps[:, :, None], -np.inf, np.inf)
     home = np.repeat(spec.home_node[None, :], b, axis=0)
-    return ClusterState(np.array(start_slot, dtype=np.int64),
-                        np.full((b, spec.n_deployments), replicas, dtype=np.int64),
-                        np.repeat(one, b, axis=0), home, home.copy(),
-                        np.full((b, spec.n_deployments), np.inf))
+    return ClusterState(np.array(start_slot, dtype=np.int64), reps.copy(), ready_at, home,
+                        home.copy(), np.full((b, spec.n_deployments), np.inf))
+
+
+def initial_replicas(spec: ClusterSpec, trace: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """(B, D) replicas at reset for clusters starting at `slots` (the scenario's rule)."""
+    rule = spec.scenario.initial_replicas
+    if rule != "load":
+        return np.full((len(slots), spec.n_deployments), int(rule), dtype=np.int64)
+    users = trace[np.asarray(slots, dtype=np.int64) % trace.shape[0]] * spec.scenario.load_scale
+    per_dep = np.zeros((len(slots), spec.n_deployments))
+    np.add.at(per_dep.T, spec.station_deployment, users.T)
+    want = np.ceil(per_dep / max(1, spec.k_safe))
+    return np.clip(want, 1, spec.max_pods).astype(np.int64)
 
 
 def now_s(spec: ClusterSpec, state: ClusterState) -> np.ndarray:

@@ -69,7 +69,8 @@ class LWMECPSEnv3Vector(VectorEnv):
 
     def _fresh(self, k: int) -> tuple[core.ClusterState, core.Measurement]:
         start = self.np_random.integers(self.scenario.n_slots, size=k)
-        state = core.initial_state(self.spec_, start - 1)
+        reps = core.initial_replicas(self.spec_, self.trace, start - 1)
+        state = core.initial_state(self.spec_, start - 1, reps)
         return core.advance(self.spec_, state, self.trace, self.np_random, n_slots=1)
 
     def reset(self, *, seed: int | list[int] | None = None,
@@ -80,7 +81,8 @@ class LWMECPSEnv3Vector(VectorEnv):
         super().reset(seed=seed)
         if options and "start_slot" in options:
             start = np.full(self.num_envs, int(options["start_slot"]))
-            state = core.initial_state(self.spec_, start - 1)
+            reps = core.initial_replicas(self.spec_, self.trace, start - 1)
+            state = core.initial_state(self.spec_, start - 1, reps)
             self.state, self.last = core.advance(self.spec_, state, self.trace, self.np_random,
                                                  n_slots=1)
         else:

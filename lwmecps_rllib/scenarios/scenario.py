@@ -147,6 +147,9 @@ class Scenario:
     """LWMECPSEnv3 terminates an episode when a step's reward falls below this (None: never)."""
     episode_length: int = 5
     """Steps per episode (the env truncates after this many)."""
+    initial_replicas: int | str = 1
+    """Replicas per deployment at reset: a count (1 in the reference), or `"load"` for
+    enough pods that the starting slot's burst is not throttled."""
 
     # ------------------------------------------------------------------ derived
     @property
@@ -293,6 +296,11 @@ def validate(s: Scenario) -> None:
         raise ScenarioError("field 'termination_reward' must be a finite number or null")
     if not math.isfinite(float(s.invalid_action_reward)):
         raise ScenarioError("field 'invalid_action_reward' must be a finite number")
+    ir = s.initial_replicas
+    if not ((isinstance(ir, int) and not isinstance(ir, bool) and 0 <= ir <= s.max_replicas)
+            or ir == "load"):
+        raise ScenarioError(f"field 'initial_replicas' must be an integer in [0, "
+                            f"{s.max_replicas}] or 'load', got {ir!r}")
     ratio = s.stabilization_time_s / s.slot_s
     if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
         raise ScenarioError(

@@ -55,6 +55,8 @@ class PPOConfig(LWMECPSAlgorithmConfig):
         """Passes over each batch."""
         self.grad_clip = 0.5
         """Global gradient-norm clip."""
+        self.reward_scale = 0.01
+        """Rewards are multiplied by this before GAE (keeps values of order one)."""
         self._model_config = {"hidden": [128, 128]}
 
     @override(LWMECPSAlgorithmConfig)
@@ -65,7 +67,8 @@ class PPOConfig(LWMECPSAlgorithmConfig):
     @override(LWMECPSAlgorithmConfig)
     def training(self, *, lambda_: float = NotProvided, clip_param: float = NotProvided,
                  vf_loss_coeff: float = NotProvided, vf_clip_param: float = NotProvided,
-                 entropy_coeff: float = NotProvided, **kwargs: Any) -> PPOConfig:
+                 entropy_coeff: float = NotProvided, reward_scale: float = NotProvided,
+                 **kwargs: Any) -> PPOConfig:
         """PPO settings plus the common ones (`learning_rate`, `discount_factor`, `epsilon`)."""
         super().training(**kwargs)
         if lambda_ is not NotProvided:
@@ -79,6 +82,9 @@ class PPOConfig(LWMECPSAlgorithmConfig):
         if vf_clip_param is not NotProvided:
             check_param("vf_clip_param", vf_clip_param, 0.0, low_open=True)
             self.vf_clip_param = vf_clip_param
+        if reward_scale is not NotProvided:
+            check_param("reward_scale", reward_scale, 0.0, low_open=True)
+            self.reward_scale = float(reward_scale)
         if entropy_coeff is not NotProvided:
             check_param("entropy_coeff", entropy_coeff, 0.0)
             self.entropy_coeff = entropy_coeff

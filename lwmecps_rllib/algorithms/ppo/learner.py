@@ -14,12 +14,15 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 
+from lwmecps_rllib.algorithms.common import ScaleRewards
+
 
 class PPOLearner(TorchLearner):
     """Computes the PPO loss of one module.
 
     The learner connector first adds one artificial timestep to every episode chunk
-    (so the value net can bootstrap at truncation), then computes GAE advantages and
+    (so the value net can bootstrap at truncation), scales rewards by `reward_scale`
+    (values of order one), then computes GAE advantages and
     value targets with RLlib's `GeneralAdvantageEstimation`. The artificial steps are
     masked out of the loss.
     """
@@ -29,6 +32,7 @@ class PPOLearner(TorchLearner):
         super().build()
         if self._learner_connector is not None:
             self._learner_connector.prepend(AddOneTsToEpisodesAndTruncate())
+            self._learner_connector.append(ScaleRewards(scale=self.config.reward_scale))
             self._learner_connector.append(
                 GeneralAdvantageEstimation(gamma=self.config.gamma, lambda_=self.config.lambda_))
 
@@ -36,7 +40,7 @@ class PPOLearner(TorchLearner):
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
-        mask = batch[Columns.LOSS_MASK] if Columns.LOSS_MASK in batch else None
+        mask = batch.get(Columns.LOSS_MASK)
 
         def mean(x: torch.Tensor) -> torch.Tensor:
             return x[mask].mean() if mask is not None else x.mean()

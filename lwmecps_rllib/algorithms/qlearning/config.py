@@ -1,0 +1,119 @@
+"""Tabular Q-learning for LWMECPS: config with fluent setters and the online training step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+
+from lwmecps_rllib.algorithms.common import LWMECPSAlgorithmConfig, check_param
+
+
+class QLearningConfig(LWMECPSAlgorithmConfig):
+    """Tabular Q-learning with epsilon-greedy exploration over a discretised observation.
+
+    Example:
+        >>> config = (QLearningConfig().environment("LWMECPSEnv3")
+        ...           .training(learning_rate=0.1, discount_factor=0.9, epsilon=0.05, bins=4))
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or QLearning)
+        self.lr = 0.1
+        """Tabular step size (`learning_rate`)."""
+        self.gamma = 0.9
+        """Discount (`discount_factor`)."""
+        self.epsilon = 0.05
+        """Final exploration rate (`epsilon`)."""
+        self.epsilon_start = 1.0
+        """Initial exploration rate."""
+        self.epsilon_timesteps = 20000
+        """Env steps of the linear decay from `epsilon_start` to `epsilon`."""
+        self.bins = 4
+        """Bins per observation feature."""
+        self.table_size = 16384
+        """Rows of the Q-table (hashed discretised states)."""
+        self.reward_scale = 0.01
+        """Rewards are multiplied by this in the TD target."""
+        self.rollout_fragment_length = 32
+        """Env steps sampled per runner env per iteration; each is learned from once."""
+        self.train_batch_size_per_learner = 32
+        self.grad_clip = None
+
+    @override(LWMECPSAlgorithmConfig)
+    def training(self, *, bins: int = NotProvided, table_size: int = NotProvided,
+                 epsilon_start: float = NotProvided, epsilon_timesteps: int = NotProvided,
+                 reward_scale: float = NotProvided, **kwargs: Any) -> QLearningConfig:
+        """Q-learning settings plus the common ones."""
+        super().training(**kwargs)
+        for name, value, low in (("bins", bins, 1), ("table_size", table_size, 1),
+                                 ("epsilon_timesteps", epsilon_timesteps, 0)):
+            if value is not NotProvided:
+                check_param(name, value, low, integer=True)
+                setattr(self, name, int(value))
+        if epsilon_start is not NotProvided:
+            check_param("epsilon_start", epsilon_start, 0.0, 1.0)
+            self.epsilon_start = float(epsilon_start)
+        if reward_scale is not NotProvided:
+            check_param("reward_scale", reward_scale, 0.0, low_open=True)
+            self.reward_scale = float(reward_scale)
+        return self
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {"bins": self.bins, "table_size": self.table_size,
+                "epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
+                "epsilon_timesteps": self.epsilon_timesteps}
+
+    @override(AlgorithmConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from lwmecps_rllib.algorithms.qlearning.module import QTableModule
+
+        return RLModuleSpec(module_class=QTableModule)
+
+    @override(AlgorithmConfig)
+    def get_default_learner_class(self) -> type:
+        from lwmecps_rllib.algorithms.qlearning.learner import QLearningLearner
+
+        return QLearningLearner
+
+
+class QLearning(Algorithm):
+    """Sample a fragment with epsilon-greedy actions, one tabular update on it, sync."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> QLearningConfig:
+        return QLearningConfig()
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, runner_metrics = synchronous_parallel_sample(
+                worker_set=self.env_runner_group, concat=True,
+                sample_timeout_s=self.config.sample_timeout_s, _uses_new_env_runners=True,
+                _return_metrics=True)
+        self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME))})
+        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True)

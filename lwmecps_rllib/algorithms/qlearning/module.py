@@ -1,0 +1,99 @@
+"""Q-learning's RLModule: a Q-table over a discretised observation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
+
+from lwmecps_rllib.algorithms.common import action_dims
+from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT, linear_epsilon
+
+
+class QTableModule(TorchRLModule):
+    """A table `Q[state, head, value]`, the module's only parameter.
+
+    Discretisation (the documented mapping): each observation feature is clipped to its
+    Box bounds and cut into `bins` equal bins; the vector of bin indices `b` is hashed
+    to a row `state = (b . m) mod table_size` with fixed odd multipliers `m` (drawn once
+    from seed 0), so any Box observation maps to one of `table_size` rows. As in DQN,
+    a MultiDiscrete action is factorised: `Q(s, a) = mean_d Q[s, d, a_d]` and the greedy
+    action is the per-head argmax. `model_config`: `bins` (4), `table_size` (16384),
+    `epsilon_start`, `epsilon`, `epsilon_timesteps`.
+    """
+
+    @override(TorchRLModule)
+    def setup(self) -> None:
+        space = self.observation_space
+        self._dims = action_dims(self.action_space)
+        self._discrete = len(self._dims) == 1 and not self.action_space.shape
+        self.bins = int(self.model_config.get("bins", 4))
+        self.table_size = int(self.model_config.get("table_size", 16384))
+        low = np.nan_to_num(np.asarray(space.low, np.float64).ravel(), neginf=-1e6)
+        high = np.nan_to_num(np.asarray(space.high, np.float64).ravel(), posinf=1e6)
+        self.register_buffer("low", torch.tensor(low, dtype=torch.float32))
+        self.register_buffer("width", torch.tensor(np.maximum(high - low, 1e-9),
+                                                   dtype=torch.float32))
+        mult = np.random.default_rng(0).integers(1, 2**31 - 1, size=low.size) * 2 + 1
+        self.register_buffer("mult", torch.tensor(mult, dtype=torch.int64))
+        self.q = torch.nn.Parameter(torch.zeros(self.table_size, sum(self._dims)))
+        self._eps = (float(self.model_config.get("epsilon_start", 1.0)),
+                     float(self.model_config.get("epsilon", 0.05)),
+                     int(self.model_config.get("epsilon_timesteps", 20000)))
+
+    def state_index(self, obs: torch.Tensor) -> torch.Tensor:
+        """Row of the Q-table of each observation."""
+        x = (obs.flatten(1).float() - self.low) / self.width
+        b = torch.clamp((x * self.bins).long(), 0, self.bins - 1)
+        return torch.remainder((b * self.mult).sum(-1), self.table_size)
+
+    def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """Q-values per head for each observation: list of (B, nvec[d])."""
+        return list(torch.split(self.q[self.state_index(obs)], self._dims, dim=-1))
+
+    def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        acts = torch.stack([q.argmax(-1) for q in self.heads(obs)], dim=-1)
+        return acts[:, 0] if self._discrete else acts
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            return {Columns.ACTIONS: self._greedy(batch[Columns.OBS])}
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: dict[str, Any], t: int = 0,
+                             **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            greedy = self._greedy(batch[Columns.OBS])
+            n = greedy.shape[0]
+            rand = torch.stack([torch.randint(0, k, (n,)) for k in self._dims], -1)
+            explore = torch.rand(n) < linear_epsilon(t, *self._eps)
+            if self._discrete:
+                rand = rand[:, 0]
+            else:
+                explore = explore[:, None]
+            return {Columns.ACTIONS: torch.where(explore, rand, greedy)}
+
+    @override(TorchRLModule)
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        out = {QF: self.heads(batch[Columns.OBS])}
+        if Columns.NEXT_OBS in batch:
+            with torch.no_grad():
+                out[QF_NEXT] = self.heads(batch[Columns.NEXT_OBS])
+        return out
+
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self) -> None:
+        return None
+
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self) -> None:
+        return None
+
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self) -> None:
+        return None

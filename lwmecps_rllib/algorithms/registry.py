@@ -1,0 +1,111 @@
+"""Algorithms by name, and building a ready-to-train config from plain parameters."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+from lwmecps_rllib.envs import ENV_NAMES
+
+#: Registered algorithms: name -> "module:AlgorithmClass".
+ALGORITHMS: dict[str, str] = {
+    "lwmecps-qlearning": "lwmecps_rllib.algorithms.qlearning.config:QLearning",
+    "lwmecps-dqn": "lwmecps_rllib.algorithms.dqn.config:DQN",
+    "lwmecps-ppo": "lwmecps_rllib.algorithms.ppo.config:PPO",
+}
+#: Short names accepted everywhere a name is.
+ALIASES = {"qlearning": "lwmecps-qlearning", "q_learning": "lwmecps-qlearning",
+           "dqn": "lwmecps-dqn", "ppo": "lwmecps-ppo"}
+
+
+def register_algorithm(name: str, algorithm: type[Algorithm] | str) -> None:
+    """Make an algorithm available by name to `train`, `tune`, the agent facade and Tune.
+
+    Args:
+        name: The name, e.g. `"my-vpg"`.
+        algorithm: The `Algorithm` subclass, or `"module.path:ClassName"`.
+    """
+    if isinstance(algorithm, str):
+        ALGORITHMS[name] = algorithm
+    else:
+        ALGORITHMS[name] = f"{algorithm.__module__}:{algorithm.__qualname__}"
+
+
+def algorithm_names() -> list[str]:
+    """Every accepted name (registered names and aliases)."""
+    return sorted(ALGORITHMS) + sorted(ALIASES)
+
+
+def get_algorithm_class(name: str) -> type[Algorithm]:
+    """The Algorithm class of a registered name or alias.
+
+    Raises:
+        ValueError: naming the allowed names.
+    """
+    key = ALIASES.get(name, name)
+    if key not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {algorithm_names()}, got {name!r}")
+    module, cls = ALGORITHMS[key].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def canonical_name(name: str) -> str:
+    """The registered name of `name` (an alias or itself)."""
+    get_algorithm_class(name)
+    return ALIASES.get(name, name)
+
+
+def register_with_tune() -> None:
+    """Register every algorithm with Ray Tune's trainable registry under its name."""
+    from ray.tune.registry import register_trainable
+
+    for name in ALGORITHMS:
+        register_trainable(name, get_algorithm_class(name))
+
+
+def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs",
+                 trace: str = "a", params: dict[str, Any] | None = None, seed: int = 0,
+                 num_envs: int | None = None, backend: Any = "sim",
+                 model: dict[str, Any] | None = None) -> AlgorithmConfig:
+    """A config for `algo` on `env`, ready for `build_algo()` or Tune.
+
+    Args:
+        algo: Algorithm name or alias.
+        env: Env name.
+        scenario: Scenario name, path or object.
+        trace: Training trace.
+        params: Hyper-parameters for `config.training(...)`, with the reference's names
+            (`learning_rate`, `discount_factor`, `epsilon`) or RLlib's.
+        seed: Seed of the env runners and learners.
+        num_envs: Envs per env runner (default 16 batched for LWMECPSEnv3, else 4).
+        backend: Env backend.
+        model: `model_config` overrides (e.g. `{"hidden": [256, 256]}`).
+
+    Raises:
+        ValueError: for an unknown algorithm, env or parameter, or a bad value, naming it.
+    """
+    from lwmecps_rllib.envs import register_rllib_envs
+
+    if env not in ENV_NAMES:
+        raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env!r}")
+    cls = get_algorithm_class(algo)
+    config = cls.get_default_config()
+    register_rllib_envs()
+    batched = env == "LWMECPSEnv3" and backend == "sim"
+    n = num_envs or (16 if batched else 4)
+    config.environment(env, env_config={"scenario": scenario, "trace": trace, "backend": backend})
+    config.env_runners(num_env_runners=0, num_envs_per_env_runner=n,
+                       gym_env_vectorize_mode="vector_entry_point" if batched else "sync")
+    config.debugging(seed=seed)
+    try:
+        config.training(**(params or {}))
+    except TypeError as exc:
+        allowed = sorted(k for k in vars(config) if not k.startswith("_"))
+        raise ValueError(f"unknown parameter for {algo}: {exc}; known: "
+                         f"learning_rate, discount_factor, epsilon, {', '.join(allowed)}") from exc
+    if model:
+        config.rl_module(model_config={**config._model_config, **model})
+    return config
