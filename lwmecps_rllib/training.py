@@ -1,0 +1,119 @@
+"""Training an algorithm on an env: the loop, atomic checkpoints, and the evaluation on trace B."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray.rllib.algorithms.algorithm import Algorithm
+
+from lwmecps_rllib.algorithms import build_config, canonical_name
+from lwmecps_rllib.algorithms.common import flat_metrics
+from lwmecps_rllib.algorithms.inference import TrainedPolicy, load_module
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Start (or connect to) Ray once; a local instance by default, without the dashboard."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def save_atomic(algo: Algorithm, path: str | Path) -> Path:
+    """Checkpoint `algo` to `path` through a sibling temporary folder and a rename.
+
+    A crash mid-save leaves the previous checkpoint (if any) intact.
+    """
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        algo.save_to_path(str(tmp))
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs",
+          iterations: int = 10, params: dict[str, Any] | None = None, seed: int = 0,
+          backend: Any = "sim", num_envs: int | None = None, model: dict[str, Any] | None = None,
+          on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+          max_env_steps: int | None = None) -> tuple[Algorithm, list[dict[str, float]]]:
+    """Build `algo_name` on `env` (trace A) and train it.
+
+    Args:
+        algo_name: Registered algorithm name or alias.
+        env: Env name.
+        scenario: Scenario name, path or object.
+        iterations: Training iterations (an upper bound when `max_env_steps` is given).
+        params: Hyper-parameters (`learning_rate`, `discount_factor`, `epsilon`, ...).
+        seed: Seed.
+        backend: Env backend.
+        num_envs: Envs per env runner.
+        model: `model_config` overrides.
+        on_iteration: Called with (iteration, metrics) after each iteration.
+        max_env_steps: Stop once this many env steps were sampled.
+
+    Returns:
+        The trained algorithm and the per-iteration metrics (fixed names, see
+        :func:`lwmecps_rllib.algorithms.common.flat_metrics`, plus `time/...`).
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    config = build_config(algo_name, env, scenario, "a", params, seed, num_envs, backend, model)
+    ensure_ray()
+    algo = config.build_algo()
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for i in range(iterations):
+        t1 = time.perf_counter()
+        result = algo.train()
+        m = flat_metrics(result)
+        steps = m["env/env_steps_lifetime"] - (history[-1]["env/env_steps_lifetime"]
+                                               if history else 0.0)
+        m["time/iteration_s"] = time.perf_counter() - t1
+        m["time/total_s"] = time.perf_counter() - t0
+        m["time/env_steps_per_s"] = steps / max(m["time/iteration_s"], 1e-9)
+        m["training_iteration"] = float(i + 1)
+        history.append(m)
+        if on_iteration:
+            on_iteration(i + 1, m)
+        if max_env_steps is not None and m["env/env_steps_lifetime"] >= max_env_steps:
+            break
+    return algo, history
+
+
+def evaluate_checkpoint(checkpoint: str | Path, env: str, scenario: Any, trace: str = "b",
+                        baselines: list[str] | None = None, seed: int = 0,
+                        steps: int | None = None, name: str = "trained") -> dict[str, Any]:
+    """The checkpoint's greedy policy over the day of `trace`, beside baselines and the oracle."""
+    from lwmecps_rllib.baselines import policies_for
+    from lwmecps_rllib.evaluate import evaluate
+
+    policy = TrainedPolicy(load_module(checkpoint), name=name)
+    names = policies_for(env) if baselines is None else baselines
+    return evaluate(env, scenario, trace, names, seed, steps, extra={name: policy})
+
+
+def algorithm_label(algo_name: str) -> str:
+    """A short label for tables (`ppo` for `lwmecps-ppo`)."""
+    return canonical_name(algo_name).removeprefix("lwmecps-")
