@@ -16,3 +16,14 @@ SCENARIOS = ("testbed-4bs", "testbed-4bs-peak", "metro-16", "city-64")
 def scenario_name(request: pytest.FixtureRequest) -> str:
     """Every shipped scenario."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for all integration tests of the session (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

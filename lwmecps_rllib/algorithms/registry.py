@@ -10,8 +10,8 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 from lwmecps_rllib.envs import ENV_NAMES
 
-#: Registered algorithms: name -> "module:AlgorithmClass".
-ALGORITHMS: dict[str, str] = {
+#: Registered algorithms: name -> "module:AlgorithmClass", or the class itself.
+ALGORITHMS: dict[str, str | type[Algorithm]] = {
     "lwmecps-qlearning": "lwmecps_rllib.algorithms.qlearning.config:QLearning",
     "lwmecps-dqn": "lwmecps_rllib.algorithms.dqn.config:DQN",
     "lwmecps-ppo": "lwmecps_rllib.algorithms.ppo.config:PPO",
@@ -28,10 +28,11 @@ def register_algorithm(name: str, algorithm: type[Algorithm] | str) -> None:
         name: The name, e.g. `"my-vpg"`.
         algorithm: The `Algorithm` subclass, or `"module.path:ClassName"`.
     """
-    if isinstance(algorithm, str):
-        ALGORITHMS[name] = algorithm
-    else:
-        ALGORITHMS[name] = f"{algorithm.__module__}:{algorithm.__qualname__}"
+    if not isinstance(algorithm, str) and not (isinstance(algorithm, type)
+                                               and issubclass(algorithm, Algorithm)):
+        raise ValueError(f"algorithm must be an Algorithm subclass or 'module:Class', "
+                         f"got {algorithm!r}")
+    ALGORITHMS[name] = algorithm
 
 
 def algorithm_names() -> list[str]:
@@ -48,7 +49,10 @@ def get_algorithm_class(name: str) -> type[Algorithm]:
     key = ALIASES.get(name, name)
     if key not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {algorithm_names()}, got {name!r}")
-    module, cls = ALGORITHMS[key].split(":")
+    entry = ALGORITHMS[key]
+    if not isinstance(entry, str):
+        return entry
+    module, cls = entry.split(":")
     return getattr(importlib.import_module(module), cls)
 
 
