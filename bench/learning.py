@@ -1,0 +1,128 @@
+"""Learning benchmark: each algorithm trains on trace A with a fixed env-step budget, then
+runs greedily over the whole of trace B beside every heuristic and the oracle.
+
+Also measures training throughput: our PPO on LWMECPSEnv3 against the same PPO
+configuration on CartPole-v1, in the same process.
+
+    python bench/learning.py [--algos ppo,dqn,qlearning] [--scenarios testbed-4bs-peak,testbed-4bs]
+                             [--steps 200000] [--seed 0]
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from lwmecps_rllib.algorithms.inference import TrainedPolicy  # noqa: E402
+from lwmecps_rllib.baselines import policies_for  # noqa: E402
+from lwmecps_rllib.evaluate import evaluate  # noqa: E402
+from lwmecps_rllib.training import ensure_ray, train  # noqa: E402
+
+#: Per-algorithm settings used by the benchmark (also the documented recommendations).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "ppo": {"learning_rate": 3e-4, "discount_factor": 0.9, "epsilon": 0.2,
+            "train_batch_size_per_learner": 4096, "minibatch_size": 512, "num_epochs": 4,
+            "entropy_coeff": 0.003},
+    "dqn": {"learning_rate": 5e-4, "discount_factor": 0.9, "epsilon": 0.02,
+            "epsilon_timesteps": 60000, "updates_per_iteration": 16,
+            "target_network_update_freq": 2000, "learning_starts": 2000},
+    "qlearning": {"learning_rate": 0.2, "discount_factor": 0.9, "epsilon": 0.02,
+                  "epsilon_timesteps": 60000, "bins": 3},
+}
+
+
+def throughput(steps: int, seed: int) -> dict[str, float]:
+    """Env steps/s of PPO (same config, 16 envs, one local runner) on LWMECPSEnv3 and CartPole."""
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig  # noqa: F401
+
+    from lwmecps_rllib.algorithms import build_config
+
+    out = {}
+    for name in ("LWMECPSEnv3", "CartPole-v1"):
+        cfg = build_config("ppo", params=SETTINGS["ppo"], seed=seed, num_envs=16)
+        if name == "CartPole-v1":
+            cfg.environment("CartPole-v1", env_config={})
+            cfg.env_runners(gym_env_vectorize_mode="sync")
+        algo = cfg.build_algo()
+        algo.train()  # warm-up
+        t0 = time.perf_counter()
+        done = 0
+        start = None
+        while done < steps:
+            r = algo.train()
+            life = r["env_runners"]["num_env_steps_sampled_lifetime"]
+            start = start if start is not None else life - 4096
+            done = life - start
+        out[name] = done / (time.perf_counter() - t0)
+        algo.stop()
+    out["ratio"] = out["LWMECPSEnv3"] / out["CartPole-v1"]
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def main() -> None:
+    """Run and print JSON."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--algos", default="ppo,dqn,qlearning")
+    p.add_argument("--scenarios", default="testbed-4bs-peak,testbed-4bs")
+    p.add_argument("--steps", type=int, default=200_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baselines", default="all", help="'all', 'none' or a comma list")
+    p.add_argument("--throughput-steps", type=int, default=20_000)
+    p.add_argument("--params", default="{}",
+                   help='JSON overrides per algorithm, e.g. {"ppo": {"learning_rate": 1e-3}}')
+    args = p.parse_args()
+    for algo_name, extra in json.loads(args.params).items():
+        SETTINGS[algo_name] = {**SETTINGS[algo_name], **extra}
+    ensure_ray()
+    report: dict[str, Any] = {"budget_env_steps": args.steps, "seed": args.seed,
+                              "settings": {a: SETTINGS[a] for a in args.algos.split(",")},
+                              "runs": {}}
+    for scenario in args.scenarios.split(","):
+        names = (policies_for("LWMECPSEnv3") if args.baselines == "all"
+                 else [] if args.baselines == "none" else args.baselines.split(","))
+        trained = {}
+        training = {}
+        for algo_name in args.algos.split(","):
+            t0 = time.perf_counter()
+            algo, history = train(algo_name, "LWMECPSEnv3", scenario, iterations=100_000,
+                                  params=SETTINGS[algo_name], seed=args.seed,
+                                  max_env_steps=args.steps)
+            module = algo.learner_group._learner.module["default_policy"]
+            trained[algo_name] = TrainedPolicy(module, name=algo_name)
+            training[algo_name] = {
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "env_steps": int(history[-1]["env/env_steps_lifetime"]),
+                "iterations": len(history),
+                "final_train_return": round(history[-1]["env/total_reward"], 2),
+            }
+        result = evaluate("LWMECPSEnv3", scenario, "b", names, args.seed, extra=trained)
+        table = {k: {c: r[c] for c in ("mean_reward", "mean_latency_ms", "p95_latency_ms",
+                                       "failed_requests", "mean_pods", "wall_s")}
+                 for k, r in result["results"].items()}
+        verdict = {}
+        if "oracle" in table:
+            oracle = table["oracle"]["mean_reward"]
+            heur = {k: v["mean_reward"] for k, v in table.items()
+                    if k not in trained and k != "oracle"}
+            for a in trained:
+                r = table[a]["mean_reward"]
+                verdict[a] = {
+                    "gap_to_oracle_pct": round(100 * (r - oracle) / abs(oracle), 2),
+                    "beats_every_heuristic": bool(heur) and all(r > h for h in heur.values()),
+                    "best_heuristic": max(heur, key=heur.get) if heur else None,
+                }
+        report["runs"][scenario] = {"training": training, "trace_b": table, "verdict": verdict}
+    if args.throughput_steps > 0:
+        report["throughput_env_steps_per_s"] = throughput(args.throughput_steps, args.seed)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
