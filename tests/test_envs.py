@@ -163,3 +163,17 @@ def test_batched_env_follows_the_single_env_rules() -> None:
     obs_s, r_s, *_ = single.step(a)
     np.testing.assert_allclose(obs_v[0], obs_s)
     assert r_v[0] == pytest.approx(r_s)
+
+
+def test_initial_replicas_follow_the_load_on_the_peak_scenario() -> None:
+    env = LWMECPSEnv3(scenario="testbed-4bs-peak", obs_format="box")
+    env.reset(seed=0, options={"start_slot": 7500})
+    users = env.scenario.trace("a")[7499] * 4
+    # Enough pods that no pod gets more than k_safe (31) requests of the starting burst.
+    expected = np.clip(np.ceil(users / env.spec_.k_safe), 1, 4)
+    np.testing.assert_array_equal(env.state.replicas[0], expected)
+    assert core.ready_counts(env.state, core.now_s(env.spec_, env.state))[0].tolist() == \
+        expected.tolist()
+    plain = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box")
+    plain.reset(seed=0, options={"start_slot": 7500})
+    assert plain.state.replicas[0].tolist() == [1, 1, 1, 1]
