@@ -5,7 +5,7 @@ Also measures training throughput: our PPO on LWMECPSEnv3 against the same PPO
 configuration on CartPole-v1, in the same process.
 
     python bench/learning.py [--algos ppo,dqn,qlearning] [--scenarios testbed-4bs-peak,testbed-4bs]
-                             [--steps 200000] [--seed 0]
+                             [--steps '{"ppo": 1000000, ...}' | N] [--seed 0]
 
 Prints one JSON object.
 """
@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from lwmecps_rllib.algorithms.inference import TrainedPolicy  # noqa: E402
-from lwmecps_rllib.baselines import policies_for  # noqa: E402
-from lwmecps_rllib.evaluate import evaluate  # noqa: E402
-from lwmecps_rllib.training import ensure_ray, train  # noqa: E402
+from lwmecps_rllib.algorithms.inference import TrainedPolicy
+from lwmecps_rllib.baselines import policies_for
+from lwmecps_rllib.evaluate import evaluate
+from lwmecps_rllib.training import ensure_ray, train
 
 #: Per-algorithm settings used by the benchmark (also the documented recommendations).
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -31,8 +32,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "train_batch_size_per_learner": 4096, "minibatch_size": 512, "num_epochs": 4,
             "entropy_coeff": 0.003},
     "dqn": {"learning_rate": 5e-4, "discount_factor": 0.9, "epsilon": 0.02,
-            "epsilon_timesteps": 60000, "updates_per_iteration": 16,
-            "target_network_update_freq": 2000, "learning_starts": 2000},
+            "epsilon_timesteps": 60000, "updates_per_iteration": 4,
+            "train_batch_size_per_learner": 128, "target_network_update_freq": 2000,
+            "learning_starts": 2000},
     "qlearning": {"learning_rate": 0.2, "discount_factor": 0.9, "epsilon": 0.02,
                   "epsilon_timesteps": 60000, "bins": 3},
 }
@@ -71,7 +73,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--algos", default="ppo,dqn,qlearning")
     p.add_argument("--scenarios", default="testbed-4bs-peak,testbed-4bs")
-    p.add_argument("--steps", type=int, default=200_000)
+    p.add_argument("--steps", default='{"ppo": 1000000, "dqn": 300000, "qlearning": 1000000}',
+                   help="env-step budget: one number for all, or JSON per algorithm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="all", help="'all', 'none' or a comma list")
     p.add_argument("--throughput-steps", type=int, default=20_000)
@@ -80,8 +83,10 @@ def main() -> None:
     args = p.parse_args()
     for algo_name, extra in json.loads(args.params).items():
         SETTINGS[algo_name] = {**SETTINGS[algo_name], **extra}
+    steps = json.loads(args.steps)
+    budgets = steps if isinstance(steps, dict) else dict.fromkeys(SETTINGS, int(steps))
     ensure_ray()
-    report: dict[str, Any] = {"budget_env_steps": args.steps, "seed": args.seed,
+    report: dict[str, Any] = {"budget_env_steps": budgets, "seed": args.seed,
                               "settings": {a: SETTINGS[a] for a in args.algos.split(",")},
                               "runs": {}}
     for scenario in args.scenarios.split(","):
@@ -93,7 +98,7 @@ def main() -> None:
             t0 = time.perf_counter()
             algo, history = train(algo_name, "LWMECPSEnv3", scenario, iterations=100_000,
                                   params=SETTINGS[algo_name], seed=args.seed,
-                                  max_env_steps=args.steps)
+                                  max_env_steps=budgets[algo_name])
             module = algo.learner_group._learner.module["default_policy"]
             trained[algo_name] = TrainedPolicy(module, name=algo_name)
             training[algo_name] = {
@@ -102,6 +107,7 @@ def main() -> None:
                 "iterations": len(history),
                 "final_train_return": round(history[-1]["env/total_reward"], 2),
             }
+            print(f"{scenario} {algo_name}: {training[algo_name]}", file=sys.stderr, flush=True)
         result = evaluate("LWMECPSEnv3", scenario, "b", names, args.seed, extra=trained)
         table = {k: {c: r[c] for c in ("mean_reward", "mean_latency_ms", "p95_latency_ms",
                                        "failed_requests", "mean_pods", "wall_s")}
