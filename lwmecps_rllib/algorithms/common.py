@@ -12,6 +12,7 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 #: Step-info keys averaged per episode and reported under `env/`.
@@ -160,3 +161,68 @@ class ScaleRewards(ConnectorV2):
             if Columns.REWARDS in module_batch:
                 module_batch[Columns.REWARDS] = module_batch[Columns.REWARDS] * self.scale
         return batch
+
+
+def linear_epsilon(t: int, start: float, end: float, steps: int) -> float:
+    """Epsilon decaying linearly from `start` to `end` over `steps` env steps."""
+    if steps <= 0:
+        return end
+    frac = min(1.0, max(0.0, t / steps))
+    return start + frac * (end - start)
+
+
+class FactorisedQModule(TorchRLModule):
+    """Acting with a factorised Q-function `Q(s, a) = mean_d Q_d(s, a_d)` (DQN, Q-learning).
+
+    Subclasses implement :meth:`heads`; this class provides the greedy action (the
+    per-head argmax, which maximises the factorised Q exactly) and epsilon-greedy
+    exploration with the linear schedule of `model_config` (`epsilon_start`, `epsilon`,
+    `epsilon_timesteps`). Actions are returned directly, so no action distribution.
+    """
+
+    def setup_actions(self) -> None:
+        """Read the action dimensions and the exploration schedule (call from `setup`)."""
+        self._dims = action_dims(self.action_space)
+        self._discrete = len(self._dims) == 1 and not self.action_space.shape
+        self._eps = (float(self.model_config.get("epsilon_start", 1.0)),
+                     float(self.model_config.get("epsilon", 0.05)),
+                     int(self.model_config.get("epsilon_timesteps", 20000)))
+
+    def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """Q-values of every head: a list of (B, nvec[d]) tensors."""
+        raise NotImplementedError
+
+    def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        acts = torch.stack([q.argmax(-1) for q in self.heads(obs)], dim=-1)
+        return acts[:, 0] if self._discrete else acts
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            return {Columns.ACTIONS: self._greedy(batch[Columns.OBS])}
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: dict[str, Any], t: int = 0,
+                             **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            greedy = self._greedy(batch[Columns.OBS])
+            n = greedy.shape[0]
+            rand = torch.stack([torch.randint(0, k, (n,)) for k in self._dims], -1)
+            explore = torch.rand(n) < linear_epsilon(t, *self._eps)
+            if self._discrete:
+                rand = rand[:, 0]
+            else:
+                explore = explore[:, None]
+            return {Columns.ACTIONS: torch.where(explore, rand, greedy)}
+
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self) -> None:
+        return None
+
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self) -> None:
+        return None
+
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self) -> None:
+        return None

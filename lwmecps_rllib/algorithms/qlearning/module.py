@@ -10,11 +10,11 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import action_dims
-from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT, linear_epsilon
+from lwmecps_rllib.algorithms.common import FactorisedQModule
+from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
 
 
-class QTableModule(TorchRLModule):
+class QTableModule(FactorisedQModule):
     """A table `Q[state, head, value]`, the module's only parameter.
 
     Discretisation (the documented mapping): each observation feature is clipped to its
@@ -28,9 +28,8 @@ class QTableModule(TorchRLModule):
 
     @override(TorchRLModule)
     def setup(self) -> None:
+        self.setup_actions()
         space = self.observation_space
-        self._dims = action_dims(self.action_space)
-        self._discrete = len(self._dims) == 1 and not self.action_space.shape
         self.bins = int(self.model_config.get("bins", 4))
         self.table_size = int(self.model_config.get("table_size", 16384))
         low = np.nan_to_num(np.asarray(space.low, np.float64).ravel(), neginf=-1e6)
@@ -41,9 +40,6 @@ class QTableModule(TorchRLModule):
         mult = np.random.default_rng(0).integers(1, 2**31 - 1, size=low.size) * 2 + 1
         self.register_buffer("mult", torch.tensor(mult, dtype=torch.int64))
         self.q = torch.nn.Parameter(torch.zeros(self.table_size, sum(self._dims)))
-        self._eps = (float(self.model_config.get("epsilon_start", 1.0)),
-                     float(self.model_config.get("epsilon", 0.05)),
-                     int(self.model_config.get("epsilon_timesteps", 20000)))
 
     def state_index(self, obs: torch.Tensor) -> torch.Tensor:
         """Row of the Q-table of each observation."""
@@ -51,32 +47,10 @@ class QTableModule(TorchRLModule):
         b = torch.clamp((x * self.bins).long(), 0, self.bins - 1)
         return torch.remainder((b * self.mult).sum(-1), self.table_size)
 
+    @override(FactorisedQModule)
     def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """Q-values per head for each observation: list of (B, nvec[d])."""
         return list(torch.split(self.q[self.state_index(obs)], self._dims, dim=-1))
-
-    def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
-        acts = torch.stack([q.argmax(-1) for q in self.heads(obs)], dim=-1)
-        return acts[:, 0] if self._discrete else acts
-
-    @override(TorchRLModule)
-    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        with torch.no_grad():
-            return {Columns.ACTIONS: self._greedy(batch[Columns.OBS])}
-
-    @override(TorchRLModule)
-    def _forward_exploration(self, batch: dict[str, Any], t: int = 0,
-                             **kwargs: Any) -> dict[str, Any]:
-        with torch.no_grad():
-            greedy = self._greedy(batch[Columns.OBS])
-            n = greedy.shape[0]
-            rand = torch.stack([torch.randint(0, k, (n,)) for k in self._dims], -1)
-            explore = torch.rand(n) < linear_epsilon(t, *self._eps)
-            if self._discrete:
-                rand = rand[:, 0]
-            else:
-                explore = explore[:, None]
-            return {Columns.ACTIONS: torch.where(explore, rand, greedy)}
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -85,15 +59,3 @@ class QTableModule(TorchRLModule):
             with torch.no_grad():
                 out[QF_NEXT] = self.heads(batch[Columns.NEXT_OBS])
         return out
-
-    @override(TorchRLModule)
-    def get_inference_action_dist_cls(self) -> None:
-        return None
-
-    @override(TorchRLModule)
-    def get_exploration_action_dist_cls(self) -> None:
-        return None
-
-    @override(TorchRLModule)
-    def get_train_action_dist_cls(self) -> None:
-        return None
