@@ -40,7 +40,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def throughput(steps: int, seed: int) -> dict[str, float]:
+def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
     """Env steps/s of PPO (same config, 16 envs, one local runner) on LWMECPSEnv3 and CartPole."""
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig  # noqa: F401
 
@@ -48,9 +48,11 @@ def throughput(steps: int, seed: int) -> dict[str, float]:
 
     out = {}
     for name in ("LWMECPSEnv3", "CartPole-v1"):
-        cfg = build_config("ppo", params=SETTINGS["ppo"], seed=seed, num_envs=16)
+        cfg = build_config("ppo", scenario=scenario, params=SETTINGS["ppo"], seed=seed,
+                           num_envs=16)
         if name == "CartPole-v1":
-            cfg.environment("CartPole-v1", env_config={})
+            cfg.env = "CartPole-v1"
+            cfg.env_config = {}
             cfg.env_runners(gym_env_vectorize_mode="sync")
         algo = cfg.build_algo()
         algo.train()  # warm-up
@@ -125,8 +127,11 @@ def main() -> None:
                     "best_heuristic": max(heur, key=heur.get) if heur else None,
                 }
         report["runs"][scenario] = {"training": training, "trace_b": table, "verdict": verdict}
+        print(json.dumps({scenario: report["runs"][scenario]}), file=sys.stderr, flush=True)
     if args.throughput_steps > 0:
-        report["throughput_env_steps_per_s"] = throughput(args.throughput_steps, args.seed)
+        first = args.scenarios.split(",")[0]
+        report["throughput_env_steps_per_s"] = {
+            "scenario": first, **throughput(args.throughput_steps, args.seed, first)}
     print(json.dumps(report, indent=2))
 
 
