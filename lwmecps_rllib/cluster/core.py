@@ -62,8 +62,6 @@ class ClusterSpec:
     """(4,) observed CPU, RAM, TX, RX use of one pod."""
     k_safe: int
     """Requests a fresh pod can take in one burst before any can be delayed."""
-    injective: bool
-    """True when every station has its own deployment."""
     params: np.ndarray
     """Model constants for the compiled kernels (see `kernels.P_*`)."""
     pod_request: np.ndarray
@@ -121,8 +119,7 @@ class ClusterSpec:
                    n_stations=s.n_stations,
                    home_node=home, max_pods=max_pods or s.max_replicas,
                    delay_s=np.asarray(s.delay_ms, dtype=np.float64) / 1000.0,
-                   node_cap=node_cap, pod_usage=usage, k_safe=k,
-                   injective=len(np.unique(sd)) == len(sd))
+                   node_cap=node_cap, pod_usage=usage, k_safe=k)
 
 
 @dataclass
@@ -141,11 +138,6 @@ class ClusterState:
     """(B, D) node a deployment is moving to (rolling update)."""
     move_at: np.ndarray
     """(B, D) time the move completes; inf when not moving."""
-
-    def select(self, idx: np.ndarray) -> ClusterState:
-        """The rows `idx` (copies)."""
-        return ClusterState(**{f.name: getattr(self, f.name)[idx].copy()
-                               for f in dataclasses.fields(self)})
 
     def assign(self, idx: np.ndarray, other: ClusterState) -> None:
         """Overwrite rows `idx` with `other` (in place; used by the batched env)."""
@@ -200,10 +192,6 @@ class Measurement:
     def zeros(cls, b: int, n_nodes: int, n_stations: int) -> Measurement:
         """An empty measurement."""
         return cls(np.zeros((b, kernels.O_NODES + 2 * n_nodes + n_stations)), n_nodes)
-
-    def select(self, idx: np.ndarray) -> Measurement:
-        """The rows `idx` (a copy)."""
-        return Measurement(self.data[idx].copy(), self.n_nodes)
 
     @property
     def failed(self) -> np.ndarray:

@@ -66,10 +66,11 @@ def _uniform_int(bits: np.uint64, low: int, span: int) -> int:
 def _burst(requests: np.ndarray, ready: np.ndarray, node_of: np.ndarray,
            station_dep: np.ndarray, delay_s: np.ndarray, params: np.ndarray,
            rng_state: np.ndarray, pending: np.ndarray, elapsed: np.ndarray, cpu: np.ndarray,
-           ram: np.ndarray, rr: np.ndarray, row: np.ndarray) -> tuple[int, float]:
-    """One slot's burst in one cluster; returns (successful requests, their latency sum ms).
+           ram: np.ndarray, rr: np.ndarray, row: np.ndarray) -> None:
+    """One slot's burst in one cluster, added to the measurement `row`.
 
-    Per-node latency sums and counts are added to the measurement `row`.
+    Adds the requests sent, the successful ones, their latency sum (ms) and the per-node
+    latency sums and counts.
     """
     n_st = requests.shape[0]
     n_n = delay_s.shape[1]
@@ -90,6 +91,8 @@ def _burst(requests: np.ndarray, ready: np.ndarray, node_of: np.ndarray,
     rr[:] = 0
     ok = 0
     lat_sum = 0.0
+    for o in range(n_st):
+        row[O_REQUESTS] += requests[o]
     for r in range(n_st):
         left = 0
         for o in range(n_st):
@@ -136,7 +139,16 @@ def _burst(requests: np.ndarray, ready: np.ndarray, node_of: np.ndarray,
             pending[o] = late
             if late > 0:
                 elapsed[o] += timeout
-    return ok, lat_sum
+    row[O_OK] += ok
+    row[O_LATENCY] += lat_sum
+
+
+@numba.njit(cache=True, inline="always")
+def _stream_start(key: int, b: int, shared_stream: bool) -> np.uint64:
+    """SplitMix64 state at which cluster `b` starts drawing."""
+    if shared_stream:
+        return np.uint64(key)
+    return np.uint64(key) + np.uint64(b) * _STREAM
 
 
 @numba.njit(cache=True)
@@ -157,7 +169,6 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
     scale = params[P_LOAD_SCALE]
     whole = scale == np.floor(scale)
     rng_state = np.empty(1, np.uint64)
-    rng_state[0] = np.uint64(key)
     users_at = O_NODES + 2 * delay_s.shape[1]
     ready = np.zeros(n_d, np.int64)
     requests = np.zeros(n_st, np.int64)
@@ -167,7 +178,7 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
     ram = np.zeros((n_d, n_p))
     rr = np.zeros(n_d, np.int64)
     for b in range(n_b):
-        rng_state[0] = np.uint64(key) if shared_stream else np.uint64(key) + np.uint64(b) * _STREAM
+        rng_state[0] = _stream_start(key, b, shared_stream)
         for _ in range(n_slots):
             t = slot[b] * slot_s
             for d in range(n_d):
@@ -180,7 +191,6 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
                         k += 1
                 ready[d] = k
             row = slot[b] % n_t
-            total = 0
             for s in range(n_st):
                 u = trace[row, s]
                 out[b, users_at + s] = u
@@ -193,12 +203,8 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
                     if (_next(rng_state) >> np.uint64(11)) * (1.0 / 9007199254740992.0) < frac:
                         q += 1
                 requests[s] = q
-                total += q
-            ok, lat = _burst(requests, ready, node_of[b], station_dep, delay_s, params,
-                             rng_state, pending, elapsed, cpu, ram, rr, out[b])
-            out[b, O_REQUESTS] += total
-            out[b, O_OK] += ok
-            out[b, O_LATENCY] += lat
+            _burst(requests, ready, node_of[b], station_dep, delay_s, params, rng_state,
+                   pending, elapsed, cpu, ram, rr, out[b])
             slot[b] += 1
 
 
@@ -211,19 +217,15 @@ def simulate_given(ready: np.ndarray, node_of: np.ndarray, requests: np.ndarray,
     n_d = ready.shape[1]
     n_p = max(1, ready.max())
     rng_state = np.empty(1, np.uint64)
-    rng_state[0] = np.uint64(key)
     pending = np.zeros(n_st, np.int64)
     elapsed = np.zeros(n_st)
     cpu = np.zeros((n_d, n_p))
     ram = np.zeros((n_d, n_p))
     rr = np.zeros(n_d, np.int64)
     for b in range(n_b):
-        rng_state[0] = np.uint64(key) if shared_stream else np.uint64(key) + np.uint64(b) * _STREAM
-        ok, lat = _burst(requests[b], ready[b], node_of[b], station_dep, delay_s, params,
-                         rng_state, pending, elapsed, cpu, ram, rr, out[b])
-        out[b, O_REQUESTS] += requests[b].sum()
-        out[b, O_OK] += ok
-        out[b, O_LATENCY] += lat
+        rng_state[0] = _stream_start(key, b, shared_stream)
+        _burst(requests[b], ready[b], node_of[b], station_dep, delay_s, params, rng_state,
+               pending, elapsed, cpu, ram, rr, out[b])
 
 
 # Columns of the `metrics` array written by `step_metrics`.
