@@ -17,6 +17,8 @@ from ray.rllib.utils.annotations import override
 
 #: Step-info keys averaged per episode and reported under `env/`.
 ENV_METRICS = ("latency", "resource_usage", "pod_count", "failed_requests")
+#: The reference's hyper-parameter names (RLlib's `lr`, `gamma`, and the algorithm's epsilon).
+REFERENCE_PARAMS = ("learning_rate", "discount_factor", "epsilon")
 
 
 def check_param(name: str, value: Any, low: float | None = None, high: float | None = None,
@@ -74,6 +76,20 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
         super().training(**kwargs)
         return self
 
+    @override(AlgorithmConfig)
+    def update_from_dict(self, config_dict: dict[str, Any]) -> LWMECPSAlgorithmConfig:
+        """As RLlib's, plus the reference names, applied last through :meth:`training`.
+
+        So a Tune search space (or a saved config) may use `learning_rate`,
+        `discount_factor` and `epsilon`, and their values are checked like any other.
+        """
+        rest = dict(config_dict)
+        ref = {k: rest.pop(k) for k in REFERENCE_PARAMS if k in rest}
+        super().update_from_dict(rest)
+        if ref:
+            self.training(**ref)
+        return self
+
     @property
     def learning_rate(self) -> float:
         """The reference's name for `lr`."""
@@ -102,6 +118,19 @@ class EnvMetricsCallback(RLlibCallback):
         for key in ENV_METRICS:
             metrics_logger.log_value(key, float(np.mean([i[key] for i in infos])),
                                      reduce="mean", window=100)
+
+
+    @override(RLlibCallback)
+    def on_train_result(self, *, algorithm: Any, metrics_logger: Any = None,
+                        result: dict[str, Any], **kwargs: Any) -> None:
+        """Add the fixed names (`env/total_reward`, `losses/...`) to every result.
+
+        Tune, its loggers and W&B then show `env/total_reward`, `env/steps`,
+        `env/latency`, `env/resource_usage`, `env/pod_count` and `losses/...`.
+        """
+        for key, value in flat_metrics(result).items():
+            group, name = key.split("/", 1)
+            result.setdefault(group, {})[name] = value
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:

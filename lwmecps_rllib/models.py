@@ -1,0 +1,87 @@
+"""The model registry from the command line.
+
+    python -m lwmecps_rllib.models list [--stage production] [--env LWMECPSEnv3]
+    python -m lwmecps_rllib.models show MODEL_ID|STAGE
+    python -m lwmecps_rllib.models promote MODEL_ID
+    python -m lwmecps_rllib.models archive MODEL_ID
+    python -m lwmecps_rllib.models register CHECKPOINT --algo ppo --env LWMECPSEnv3 \\
+        --scenario testbed-4bs
+
+`--registry PATH` (or `$LWMECPS_REGISTRY`) picks the SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lwmecps_rllib.registry import STAGES, ModelRegistry, RegistryError
+
+
+def format_models(registry: ModelRegistry, stage: str | None = None,
+                  env: str | None = None) -> str:
+    """A table of models with the state of each checkpoint."""
+    rows = [("id", "stage", "algorithm", "env", "scenario", "reward", "created", "checkpoint")]
+    for r in registry.list(stage=stage, env=env):
+        reward = r.metrics.get("eval/total_reward", r.metrics.get("env/total_reward"))
+        rows.append((r.id, r.stage, r.algorithm, r.env, r.scenario,
+                     "-" if reward is None else f"{float(reward):.3f}", r.created_at[:19],
+                     registry.verify(r)))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+                     for row in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.models",
+                                description="List, show, promote and archive trained models.")
+    p.add_argument("--registry", default=None, help="SQLite file (default $LWMECPS_REGISTRY "
+                   "or runs/models/registry.sqlite)")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="models, newest first")
+    ls.add_argument("--stage", choices=STAGES)
+    ls.add_argument("--env")
+    show = sub.add_parser("show", help="one model as JSON")
+    show.add_argument("ref", help="model id or stage")
+    for name in ("promote", "archive"):
+        sp = sub.add_parser(name, help=f"{name} a model")
+        sp.add_argument("model_id")
+    reg = sub.add_parser("register", help="register a checkpoint as a candidate")
+    reg.add_argument("checkpoint")
+    reg.add_argument("--algo", required=True)
+    reg.add_argument("--env", required=True)
+    reg.add_argument("--scenario", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    registry = ModelRegistry(args.registry)
+    try:
+        if args.command == "list":
+            print(format_models(registry, args.stage, args.env))
+        elif args.command == "show":
+            record = registry.get(args.ref)
+            print(json.dumps({**record.to_dict(), "checkpoint_status": registry.verify(record)},
+                             indent=2))
+        elif args.command == "promote":
+            print(f"{registry.promote(args.model_id).id}: production")
+        elif args.command == "archive":
+            print(f"{registry.archive(args.model_id).id}: archived")
+        elif args.command == "register":
+            from lwmecps_rllib.algorithms import canonical_name
+
+            record = registry.register(args.checkpoint, algorithm=canonical_name(args.algo),
+                                       env=args.env, scenario=args.scenario)
+            print(f"{record.id}: candidate")
+    except (RegistryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Sweep hyper-parameters with Ray Tune, keep the best model.
+
+    python -m lwmecps_rllib.tune                                  # the default sweep, local Ray
+    python -m lwmecps_rllib.tune --config tune_configs/dqn.yaml   # another sweep
+    python -m lwmecps_rllib.tune --config ... --address auto      # on a running Ray cluster
+    python -m lwmecps_rllib.tune --config ... --resume            # continue an interrupted one
+
+Each run leaves `STORAGE/NAME/` with Tune's files (per trial `progress.csv`,
+`result.json`, TensorBoard events, checkpoints), W&B runs (offline unless an API key is
+configured), `sweep.yaml` and `summary.json`; the best checkpoint is evaluated on trace B
+and registered as a `candidate` in the model registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lwmecps_rllib.registry import RegistryError
+from lwmecps_rllib.sweep import (
+    SweepConfig,
+    SweepError,
+    format_summary,
+    load_sweep,
+    run_sweep,
+    validate_sweep,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.tune",
+                                description="Run a Ray Tune sweep of an LWMECPS algorithm.")
+    p.add_argument("--config", type=Path, default=None,
+                   help="sweep file (default: the built-in default sweep, "
+                        "tune_configs/default.yaml)")
+    p.add_argument("--name", default=None, help="sweep name (default: the file's)")
+    p.add_argument("--storage-path", type=Path, default=Path("runs/tune"),
+                   help="folder of sweeps (default runs/tune)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (auto, ray://host:10001); default a local Ray")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted sweep in STORAGE/NAME")
+    p.add_argument("--registry", type=Path, default=None,
+                   help="model registry file (default $LWMECPS_REGISTRY or "
+                        "runs/models/registry.sqlite)")
+    p.add_argument("--plot", type=Path, default=None, help="write learning curves to PNG")
+    p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
+    p.add_argument("--no-register", action="store_true", help="do not register the best model")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_sweep(args.config) if args.config else SweepConfig()
+        if args.name:
+            cfg.name = args.name
+        if args.num_samples is not None:
+            cfg.search.num_samples = args.num_samples
+        if args.no_register:
+            cfg.register = False
+        validate_sweep(cfg)
+        summary = run_sweep(cfg, args.storage_path, resume=args.resume, address=args.address,
+                            registry_path=args.registry, plot=args.plot)
+    except (SweepError, RegistryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print(f"sweep folder: {summary['folder']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
