@@ -46,6 +46,10 @@ class SweepError(ValueError):
     """A sweep file with an unknown key or a bad value; the message names the key."""
 
 
+class SweepInterruptedError(SweepError):
+    """The sweep stopped before every trial finished (Ctrl-C, driver stopped); resumable."""
+
+
 @dataclass
 class SearchSettings:
     """How trials are chosen."""
@@ -486,7 +490,8 @@ def _searcher(cfg: SweepConfig) -> Any:
 
     s = cfg.search
     if s.algorithm in ("random", "grid"):
-        return BasicVariantGenerator(random_state=s.seed)
+        return BasicVariantGenerator(random_state=s.seed,
+                                     max_concurrent=s.max_concurrent_trials or 0)
     if s.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -564,7 +569,9 @@ def build_tuner(cfg: SweepConfig, storage_path: str | Path, resume: bool = False
             checkpoint_frequency=cfg.checkpoint.frequency, checkpoint_at_end=True))
     tune_config = tune.TuneConfig(
         metric=cfg.metric, mode=cfg.mode, num_samples=cfg.search.num_samples,
-        max_concurrent_trials=cfg.search.max_concurrent_trials,
+        # Tune's variant generator takes its limit itself (see _searcher).
+        max_concurrent_trials=(None if cfg.search.algorithm in ("random", "grid")
+                               else cfg.search.max_concurrent_trials),
         search_alg=_searcher(cfg), scheduler=_scheduler(cfg))
     return tune.Tuner(trainable, param_space=search_space(cfg), tune_config=tune_config,
                       run_config=run_config)
@@ -600,6 +607,24 @@ def trial_rows(results: Any, cfg: SweepConfig) -> list[dict[str, Any]]:
             "error": None if r.error is None else str(r.error).splitlines()[0],
         })
     return rows
+
+
+def expected_trials(cfg: SweepConfig) -> int:
+    """Trials the sweep makes: `num_samples`, times the grid sizes for Tune's generator."""
+    n = cfg.search.num_samples
+    if cfg.search.algorithm in ("random", "grid"):
+        for spec in cfg.search_space.values():
+            if isinstance(spec, dict):
+                kind, args = next(iter(spec.items()))
+                if kind == "grid" or (kind == "choice" and cfg.search.algorithm == "grid"):
+                    n *= len(args)
+    return n
+
+
+def _unfinished(results: Any, cfg: SweepConfig) -> int:
+    trials = results._experiment_analysis.trials
+    running = sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    return running + max(0, expected_trials(cfg) - len(trials))
 
 
 def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: bool = False,
@@ -644,6 +669,10 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
         tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         os.replace(tmp, sweep_file)
     results = tuner.fit()
+    unfinished = _unfinished(results, cfg)
+    if unfinished:
+        raise SweepInterruptedError(f"sweep {cfg.name!r} stopped with {unfinished} trial(s) "
+                               f"unfinished; continue it with --resume (folder {folder})")
     rows = trial_rows(results, cfg)
     ok = [r for r in results if r.error is None and r.checkpoint is not None]
     if not ok:

@@ -18,15 +18,24 @@ from lwmecps_rllib.algorithms.inference import TrainedPolicy, load_module
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Start (or connect to) Ray once; a local instance by default, without the dashboard."""
+    """Start (or connect to) Ray once.
+
+    `address` (`auto`, `ray://host:10001`) or `$RAY_ADDRESS` (set inside Ray Jobs) joins
+    that cluster; otherwise a new local Ray starts (never a stray `ray start` head found
+    on the machine).
+    """
     import ray
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # A private local instance: no token needed (Ray 2.60 would otherwise turn on
+        # token auth when ~/.ray/auth_token exists).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
 def save_atomic(algo: Algorithm, path: str | Path) -> Path:

@@ -21,6 +21,7 @@ from lwmecps_rllib.registry import RegistryError
 from lwmecps_rllib.sweep import (
     SweepConfig,
     SweepError,
+    SweepInterruptedError,
     format_summary,
     load_sweep,
     run_sweep,
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         validate_sweep(cfg)
         summary = run_sweep(cfg, args.storage_path, resume=args.resume, address=args.address,
                             registry_path=args.registry, plot=args.plot)
+    except SweepInterruptedError as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     except (SweepError, RegistryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

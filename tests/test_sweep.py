@@ -1,0 +1,133 @@
+"""Sweep files: the shipped ones load, the default is the built-in default, and bad
+keys or ranges fail naming the key (no Ray started)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from lwmecps_rllib.sweep import (
+    SweepConfig,
+    SweepError,
+    load_sweep,
+    search_space,
+    sweep_from_dict,
+    training_parameters,
+)
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("tune_configs/*.yaml"))
+
+
+def test_every_algorithm_has_a_shipped_sweep():
+    algos = {load_sweep(p).algorithm for p in CONFIGS}
+    assert {"ppo", "dqn", "qlearning"} <= algos
+    assert {"default.yaml", "ppo.yaml", "dqn.yaml", "qlearning.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_sweeps_load(path):
+    cfg = load_sweep(path)
+    space = search_space(cfg)
+    assert set(space) == set(cfg.search_space)
+
+
+def test_default_file_is_the_builtin_default():
+    assert load_sweep(Path(CONFIGS[0]).parent / "default.yaml") == SweepConfig()
+
+
+def test_search_space_maps_to_tune_domains():
+    from ray.tune.search.sample import Categorical, Float
+
+    cfg = load_sweep(Path(CONFIGS[0]).parent / "default.yaml")
+    space = search_space(cfg)
+    assert isinstance(space["learning_rate"], Float)
+    assert space["learning_rate"].lower == 1e-4 and space["learning_rate"].upper == 1e-3
+    assert isinstance(space["discount_factor"], Categorical)
+    grid = search_space(load_sweep(Path(CONFIGS[0]).parent / "qlearning.yaml"))
+    assert grid["bins"] == {"grid_search": [3, 4, 5]}
+
+
+def test_reference_names_are_training_parameters():
+    from lwmecps_rllib.algorithms import get_algorithm_class
+
+    for algo in ("ppo", "dqn", "qlearning"):
+        names = training_parameters(get_algorithm_class(algo).get_default_config())
+        assert {"learning_rate", "discount_factor", "epsilon", "lr", "gamma"} <= set(names)
+
+
+def base() -> dict:
+    return SweepConfig().to_dict()
+
+
+def with_(path: str, value) -> dict:
+    d = copy.deepcopy(base())
+    *parents, last = path.split(".")
+    cur = d
+    for p in parents:
+        cur = cur[p]
+    cur[last] = value
+    return d
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("algorithm", "sarsa", "algorithm: algorithm must be one of"),
+    ("env", "CartPole-v1", "env must be one of"),
+    ("scenario", "mars-1", "scenario"),
+    ("search_space.learning_rate", {"loguniform": [-1.0, 1e-3]},
+     "search_space.learning_rate.loguniform: low must be > 0"),
+    ("search_space.learning_rate", {"uniform": [1e-3, 1e-4]},
+     "search_space.learning_rate.uniform: low must be < high"),
+    ("search_space.discount_factor", {"uniform": [0.9, 1.5]},
+     "search_space.discount_factor: discount_factor must be a number >= 0.0 and <= 1.0"),
+    ("search_space.epsilon", {"choice": [0.1, -0.2]}, "search_space.epsilon: epsilon"),
+    ("search_space.learning_rate", {"normal": [0, 1]}, "search_space.learning_rate must be"),
+    ("search_space.learning_rate", {"uniform": [1e-4]}, "must be [low, high]"),
+    ("search_space.warp_speed", {"uniform": [0, 1]}, "unknown parameter search_space.warp_speed"),
+    ("params.learning_rate", 0.0, "params.learning_rate: learning_rate must be a number > 0"),
+    ("params.warp", 1, "unknown parameter params.warp"),
+    ("search.algorithm", "bohb", "search.algorithm must be one of"),
+    ("search.num_samples", 0, "search.num_samples must be an integer >= 1"),
+    ("search.colour", "red", "unknown key search.colour"),
+    ("scheduler.type", "pbt", "scheduler.type must be one of"),
+    ("scheduler.reduction_factor", 1, "scheduler.reduction_factor must be > 1"),
+    ("stop", {"episodes": 3}, "unknown key stop.episodes"),
+    ("stop", {"training_iteration": -1}, "stop.training_iteration must be a number > 0"),
+    ("stop", {}, "stop must name at least one of"),
+    ("resources", {"gpu": 1}, "unknown key resources.gpu"),
+    ("mode", "best", "mode must be 'max' or 'min'"),
+    ("checkpoint.frequency", 0, "checkpoint.frequency must be an integer >= 1"),
+    ("evaluation.trace", "c", "evaluation.trace must be 'a' or 'b'"),
+    ("evaluation.baselines", ["oracle", "magic"], "evaluation.baselines: 'magic'"),
+    ("colour", "red", "unknown key 'colour'"),
+])
+def test_bad_sweeps_name_the_key(path, value, message):
+    with pytest.raises(SweepError) as err:
+        sweep_from_dict(with_(path, value))
+    assert message in str(err.value)
+
+
+def test_grid_and_model_based_search_constraints():
+    d = with_("search.algorithm", "grid")
+    with pytest.raises(SweepError, match=r"search_space\.learning_rate is loguniform"):
+        sweep_from_dict(d)
+    d = with_("search.algorithm", "optuna")
+    d["search_space"]["learning_rate"] = {"grid": [1e-4, 1e-3]}
+    with pytest.raises(SweepError, match="cannot search a grid"):
+        sweep_from_dict(d)
+    d = with_("scheduler.max_t", 2)
+    with pytest.raises(SweepError, match=r"scheduler\.max_t must be an integer >= grace_period"):
+        sweep_from_dict(d)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(SweepError, match="not found"):
+        load_sweep(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nlearning_rat: 0.1\n")
+    with pytest.raises(SweepError, match=r"bad.yaml: unknown key 'learning_rat'"):
+        load_sweep(bad)
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SweepError, match="not valid YAML"):
+        load_sweep(bad)
