@@ -39,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", default="ppo", help=f"one of {algorithm_names()}")
     p.add_argument("--env", default="LWMECPSEnv3", choices=ENV_NAMES)
     p.add_argument("--scenario", default="testbed-4bs")
-    p.add_argument("--iterations", type=int, default=20)
-    p.add_argument("--max-env-steps", type=int, default=None)
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training iterations (default 20, or unbounded with "
+                        "--max-env-steps / --episodes)")
+    p.add_argument("--max-env-steps", type=int, default=None, help="stop after N env steps")
+    p.add_argument("--episodes", type=int, default=None, help="stop after N episodes")
     p.add_argument("--output", type=Path, default=Path("runs/train"))
     p.add_argument("--backend", default="sim", choices=("sim",))
     p.add_argument("--seed", type=int, default=0)
@@ -66,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['time/env_steps_per_s']:7.0f}  env steps "
                   f"{int(m['env/env_steps_lifetime'])}", flush=True)
 
-        algo, history = train(args.algo, args.env, args.scenario, args.iterations, params,
+        iterations = args.iterations
+        if iterations is None:
+            bounded = args.max_env_steps is not None or args.episodes is not None
+            iterations = 10**9 if bounded else 20
+        algo, history = train(args.algo, args.env, args.scenario, iterations, params,
                               args.seed, args.backend, args.num_envs, on_iteration=progress,
-                              max_env_steps=args.max_env_steps)
+                              max_env_steps=args.max_env_steps, max_episodes=args.episodes)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -66,7 +66,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
           iterations: int = 10, params: dict[str, Any] | None = None, seed: int = 0,
           backend: Any = "sim", num_envs: int | None = None, model: dict[str, Any] | None = None,
           on_iteration: Callable[[int, dict[str, float]], None] | None = None,
-          max_env_steps: int | None = None) -> tuple[Algorithm, list[dict[str, float]]]:
+          max_env_steps: int | None = None,
+          max_episodes: int | None = None) -> tuple[Algorithm, list[dict[str, float]]]:
     """Build `algo_name` on `env` (trace A) and train it.
 
     Args:
@@ -81,6 +82,7 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
         model: `model_config` overrides.
         on_iteration: Called with (iteration, metrics) after each iteration.
         max_env_steps: Stop once this many env steps were sampled.
+        max_episodes: Stop once this many episodes ended.
 
     Returns:
         The trained algorithm and the per-iteration metrics (fixed names, see
@@ -107,6 +109,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
         if on_iteration:
             on_iteration(i + 1, m)
         if max_env_steps is not None and m["env/env_steps_lifetime"] >= max_env_steps:
+            break
+        if max_episodes is not None and m["env/episodes_lifetime"] >= max_episodes:
             break
     return algo, history
 

@@ -145,6 +145,7 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
         "env/total_reward": env.get("episode_return_mean", float("nan")),
         "env/steps": env.get("episode_len_mean", float("nan")),
         "env/env_steps_lifetime": env.get("num_env_steps_sampled_lifetime", 0),
+        "env/episodes_lifetime": env.get("num_episodes_lifetime", 0),
     }
     for key in ENV_METRICS:
         out[f"env/{key}"] = env.get(key, float("nan"))
