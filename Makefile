@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit bench lint clean
+.PHONY: install run evaluate test test-unit bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Main job on the embedded default: every baseline and the oracle over the unseen day.
+## Main job on the embedded default: the default sweep (Ray Tune, local Ray, simulator).
+## A new sweep name per run, so a second `make run` does not collide with the first.
 run: install
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m lwmecps_rllib.tune \
+		--name default-$$(date +%Y%m%d-%H%M%S) --plot results/sweep.png
+
+## Every baseline and the oracle over the unseen day.
+evaluate: install
 	$(PY) -m lwmecps_rllib.evaluate --env LWMECPSEnv3 --scenario testbed-4bs --trace b \
 		--policy all --output results/evaluate.json --plot results/evaluate.png
 
