@@ -1,0 +1,100 @@
+"""PlacementPolicy without Serve or Ray: requests encode to exactly the env's observation,
+decisions are the module's greedy actions, and bad requests name the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lwmecps_rllib.algorithms import get_algorithm_class
+from lwmecps_rllib.algorithms.inference import greedy_actions
+from lwmecps_rllib.envs import make_env
+from lwmecps_rllib.serving import (
+    PlacementPolicy,
+    PlacementRequest,
+    RequestError,
+    request_from_env,
+)
+
+
+def fresh_module(env_name: str, scenario: str):
+    """An untrained module of our PPO for the env (random weights, seeded)."""
+    import torch
+
+    torch.manual_seed(0)
+    env = make_env(env_name, {"scenario": scenario})
+    cfg = get_algorithm_class("ppo").get_default_config()
+    spec = cfg.get_default_rl_module_spec()
+    spec.observation_space = env.observation_space
+    spec.action_space = env.action_space
+    spec.model_config = cfg._model_config
+    return spec.build()
+
+
+@pytest.mark.parametrize(("env_name", "scenario"), [
+    ("LWMECPSEnv3", "testbed-4bs"), ("LWMECPSEnv3", "testbed-4bs-peak"),
+    ("LWMECPSEnv3", "metro-16"), ("LWMECPSEnv2", "testbed-4bs"), ("LWMECPSEnv", "testbed-4bs"),
+    ("LWMECPSEnv2", "metro-16"),
+])
+def test_requests_encode_to_the_envs_observation(env_name, scenario):
+    module = fresh_module(env_name, scenario)
+    policy = PlacementPolicy(module, env_name, scenario, "m1")
+    env = make_env(env_name, {"scenario": scenario, "trace": "b"})
+    obs, _ = env.reset(seed=3)
+    env.action_space.seed(3)
+    reqs, observations = [], []
+    for _ in range(30):
+        req = PlacementRequest(**request_from_env(env))
+        np.testing.assert_allclose(policy.encode(req), obs, atol=1e-6)
+        reqs.append(req)
+        observations.append(obs)
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            obs, _ = env.reset()
+    out = policy.decide(reqs)
+    expected = greedy_actions(module, np.stack(observations)).reshape(len(reqs), -1)
+    for resp, act in zip(out, expected, strict=True):
+        assert resp.model_id == "m1"
+        if env_name == "LWMECPSEnv3":
+            assert [d.replicas for d in resp.decisions] == act.tolist()
+        else:
+            assert [d.node for d in resp.decisions] == [policy.node_names[i] for i in act]
+
+
+@pytest.fixture(scope="module")
+def policy3():
+    return PlacementPolicy(fresh_module("LWMECPSEnv3", "testbed-4bs"), "LWMECPSEnv3",
+                           "testbed-4bs", "m1")
+
+
+def body(policy3) -> dict:
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs"})
+    env.reset(seed=0)
+    return request_from_env(env)
+
+
+@pytest.mark.parametrize(("mutate", "field", "message"), [
+    (lambda b: b["nodes"].pop(), "nodes", "trained for 4 nodes, got 3"),
+    (lambda b: b["nodes"][2].update(name="edge-x"), "nodes[2].name", "unknown node 'edge-x'"),
+    (lambda b: b["nodes"][1].update(name=b["nodes"][0]["name"]), "nodes[1].name", "duplicate"),
+    (lambda b: b["deployments"][0].update(name="web"), "deployments[0].name", "unknown"),
+    (lambda b: b["users"].pop(next(iter(b["users"]))), "users", "missing station"),
+    (lambda b: b["users"].update(bs99=3), "users.bs99", "unknown station"),
+    (lambda b: b["nodes"][0]["capacity"].update(cpu=0), "nodes[0].capacity.cpu", "> 0"),
+    (lambda b: b["deployments"][1].update(node="node1"), "deployments[1].node", "pinned"),
+    (lambda b: b["deployments"][1].update(replicas=1, ready_replicas=3),
+     "deployments[1].ready_replicas", "<= replicas"),
+])
+def test_requests_that_do_not_fit_the_model_name_the_field(policy3, mutate, field, message):
+    b = body(policy3)
+    mutate(b)
+    with pytest.raises(RequestError) as err:
+        policy3.encode(PlacementRequest(**b))
+    assert err.value.field == field
+    assert message in err.value.message
+
+
+def test_checkpoint_of_another_env_is_refused():
+    module = fresh_module("LWMECPSEnv2", "testbed-4bs")
+    with pytest.raises(ValueError, match="does not take LWMECPSEnv3 observations"):
+        PlacementPolicy(module, "LWMECPSEnv3", "testbed-4bs", "m")
