@@ -20,8 +20,7 @@ deployment; for LWMECPSEnv/LWMECPSEnv2 the node of each deployment. Bad input ge
 naming the field: 413 for a body over `max_body_bytes`, 422 for anything else.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
 import json
 import math
 import os
@@ -218,7 +217,7 @@ class PlacementPolicy:
     @classmethod
     def from_checkpoint(cls, path: str | Path, env: str = "LWMECPSEnv3",
                         scenario: str = "testbed-4bs", model_id: str | None = None,
-                        info: dict[str, Any] | None = None) -> PlacementPolicy:
+                        info: dict[str, Any] | None = None) -> "PlacementPolicy":
         """A policy from an algorithm (or module) checkpoint folder."""
         from lwmecps_rllib.algorithms.inference import load_module
 
@@ -228,7 +227,7 @@ class PlacementPolicy:
 
     @classmethod
     def load(cls, model: str, registry: str | Path | None = None, env: str | None = None,
-             scenario: str | None = None) -> PlacementPolicy:
+             scenario: str | None = None) -> "PlacementPolicy":
         """A checkpoint path, or a registry model id or stage (`production`, `candidate`).
 
         Raises:
@@ -526,12 +525,14 @@ def _deployment() -> Any:
                                      env=pol.env_name,
                                      decision_time_ms=(time.perf_counter() - t0) * 1e3)
 
-        @api.post("/v1/placement", response_model=PlacementResponse)
+        @api.post("/v1/placement", response_model=PlacementResponse,
+                  response_model_exclude_none=True)
         async def placement(self, body: PlacementRequest) -> PlacementResponse:
             """The decision for one cluster."""
             return await self._one(body)
 
-        @api.post("/v1/placement:batch", response_model=BatchResponse)
+        @api.post("/v1/placement:batch", response_model=BatchResponse,
+                  response_model_exclude_none=True)
         async def placement_batch(self, body: BatchRequest) -> BatchResponse:
             """Decisions for many clusters (one forward pass)."""
             policy = self.policy

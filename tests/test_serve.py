@@ -1,0 +1,293 @@
+"""The Serve app on a local Ray, queried over HTTP: decisions equal the checkpoint's greedy
+actions, bad input is a 4xx naming the field (fuzzed), models roll out without dropped
+requests, and `serve deploy` of serve/config.yaml works on a real Ray head."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from conftest import free_port
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lwmecps_rllib.algorithms.inference import greedy_actions, load_module
+from lwmecps_rllib.envs import make_env
+from lwmecps_rllib.registry import ModelRegistry
+from lwmecps_rllib.serving import app_builder, request_from_env
+from lwmecps_rllib.training import save_atomic, train
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"train_batch_size_per_learner": 256, "minibatch_size": 128, "num_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def models(ray_session, tmp_path_factory):
+    """Two trained checkpoints registered in a fresh registry."""
+    root = tmp_path_factory.mktemp("serve")
+    reg = ModelRegistry(root / "registry.sqlite")
+    ids = []
+    for i, seed in enumerate((0, 1)):
+        algo, _ = train("ppo", "LWMECPSEnv3", "testbed-4bs", 2, TINY, seed=seed, num_envs=4,
+                        model={"hidden": [32, 32]})
+        ck = save_atomic(algo, root / f"ck{i}")
+        algo.stop()
+        ids.append(reg.register(ck, algorithm="lwmecps-ppo", env="LWMECPSEnv3",
+                                scenario="testbed-4bs").id)
+    reg.promote(ids[0])
+    return reg, ids
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    from ray import serve
+
+    reg, _ids = models
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app_builder({"model": "production", "registry": str(reg.path)}),
+              name="lwmecps", route_prefix="/")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    yield client
+    client.close()
+    serve.shutdown()
+
+
+def states(n: int, seed: int = 0) -> tuple[list[dict], np.ndarray]:
+    """Request bodies and the env's own observations for n states of trace B."""
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs", "trace": "b"})
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    bodies, observations = [], []
+    for _ in range(n):
+        bodies.append(request_from_env(env))
+        observations.append(obs)
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            obs, _ = env.reset()
+    return bodies, np.stack(observations)
+
+
+def test_decisions_are_the_checkpoints_greedy_actions(server, models):
+    reg, ids = models
+    bodies, obs = states(40)
+    expected = greedy_actions(load_module(reg.checkpoint_path(ids[0])), obs)
+    for body, act in zip(bodies, expected, strict=True):
+        r = server.post("/v1/placement", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["model_id"] == ids[0] and out["env"] == "LWMECPSEnv3"
+        assert [d["replicas"] for d in out["decisions"]] == act.tolist()
+        assert out["decision_time_ms"] > 0
+    r = server.post("/v1/placement:batch", json={"clusters": bodies})
+    assert r.status_code == 200, r.text
+    got = [[d["replicas"] for d in res["decisions"]] for res in r.json()["results"]]
+    assert got == expected.tolist()
+
+
+def test_model_health_and_openapi(server, models):
+    reg, ids = models
+    m = server.get("/v1/model").json()
+    assert m["model_id"] == ids[0] and m["algorithm"] == "lwmecps-ppo"
+    assert m["scenario"] == "testbed-4bs" and m["stage"] == "production"
+    assert Path(m["checkpoint"]) == reg.checkpoint_path(ids[0])
+    assert server.get("/healthz").json() == {"status": "ok", "model_id": ids[0]}
+    spec = server.get("/openapi.json").json()
+    assert {"/v1/placement", "/v1/placement:batch", "/v1/model", "/healthz"} <= set(spec["paths"])
+    assert "PlacementRequest" in json.dumps(spec["components"])
+
+
+def good_body() -> dict:
+    return states(1, seed=5)[0][0]
+
+
+def _set(path: str, value):
+    def mutate(b: dict) -> None:
+        cur = b
+        keys = path.split(".")
+        for k in keys[:-1]:
+            cur = cur[int(k)] if k.isdigit() else cur[k]
+        last = keys[-1]
+        if value is KeyError:
+            del cur[last]
+        elif last.isdigit():
+            cur[int(last)] = value
+        else:
+            cur[last] = value
+    return mutate
+
+
+@pytest.mark.parametrize(("mutate", "status", "field"), [
+    (_set("nodes", KeyError), 422, "nodes"),
+    (_set("users", KeyError), 422, "users"),
+    (_set("nodes.0.name", KeyError), 422, "nodes[0].name"),
+    (_set("nodes.0.capacity.cpu", "four"), 422, "nodes[0].capacity.cpu"),
+    (_set("deployments.1.replicas", 1.5), 422, "deployments[1].replicas"),
+    (_set("nodes.0.capacity.cpu", float("nan")), 422, "nodes[0].capacity.cpu"),
+    (_set("nodes.2.avg_latency_ms", float("inf")), 422, "nodes[2].avg_latency_ms"),
+    (_set("nodes.1.capacity.ram_mb", -5), 422, "nodes[1].capacity.ram_mb"),
+    (_set("nodes.3.name", "edge-99"), 422, "nodes[3].name"),
+    (lambda b: b["nodes"].pop(), 422, "nodes"),
+    (_set("deployments.0.replicas", -1), 422, "deployments[0].replicas"),
+    (_set("time_of_day_s", 90000), 422, "time_of_day_s"),
+    (_set("extra", 1), 422, "extra"),
+])
+def test_bad_input_is_a_4xx_naming_the_field(server, mutate, status, field):
+    body = good_body()
+    mutate(body)
+    r = server.post("/v1/placement", content=json.dumps(body),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["detail"][0]["field"] == field, err
+    assert err["error"].startswith(field)
+    assert server.get("/healthz").status_code == 200
+
+
+def test_malformed_and_oversize_bodies(server):
+    r = server.post("/v1/placement", content=b"{not json",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["error"]
+    r = server.post("/v1/placement", content=b"[" + b"1," * 600_000 + b"1]",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]
+
+    def chunks():
+        for _ in range(40):
+            yield b" " * 65536
+
+    r = server.post("/v1/placement", content=chunks(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = server.post("/v1/placement:batch", json={"clusters": []})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "clusters"
+    assert server.get("/healthz").status_code == 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzzed_bodies_never_get_a_5xx(server, data):
+    body = good_body()
+    how = data.draw(st.sampled_from(["replace", "set", "delete", "random"]))
+    if how == "random":
+        body = data.draw(json_values)
+    else:
+        # Walk to a random place of a valid body and break it there.
+        cur = body
+        while True:
+            keys = list(cur.keys()) if isinstance(cur, dict) else list(range(len(cur)))
+            if not keys:
+                break
+            k = data.draw(st.sampled_from(keys))
+            child = cur[k]
+            if isinstance(child, (dict, list)) and child and data.draw(st.booleans()):
+                cur = child
+                continue
+            if how == "delete":
+                del cur[k]
+            else:
+                cur[k] = data.draw(json_values)
+            break
+    content = json.dumps(body, allow_nan=True)
+    r = server.post("/v1/placement", content=content,
+                    headers={"content-type": "application/json"})
+    assert r.status_code < 500, (content, r.text)
+    if r.status_code != 200:
+        assert 400 <= r.status_code < 500 and r.json()["detail"][0]["field"]
+
+
+def test_rollout_without_dropped_requests(server, models):
+    from ray import serve
+
+    reg, ids = models
+    body = good_body()
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=str(server.base_url), timeout=30) as c:
+            while not stop.is_set():
+                r = c.post("/v1/placement", json=body)
+                seen.append((r.status_code, r.json().get("model_id", "")))
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    app = app_builder({"model": "production", "registry": str(reg.path)})
+    serve.run(_with_user_config(app, {"model": ids[1]}), name="lwmecps", route_prefix="/")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(m == ids[1] for _, m in seen[-5:]):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    stop.set()
+    for w in workers:
+        w.join(timeout=30)
+    assert seen and all(code == 200 for code, _ in seen), [c for c, _ in seen if c != 200][:5]
+    models_seen = [m for _, m in seen]
+    assert models_seen[0] == ids[0] and models_seen[-1] == ids[1]
+    assert server.get("/v1/model").json()["model_id"] == ids[1]
+
+
+def _with_user_config(app, user_config):
+    """The bound app with its deployment's user_config set."""
+    from ray.serve.deployment import Application
+
+    assert isinstance(app, Application)
+    d = app._bound_deployment
+    return d.options(user_config=user_config).bind(*d.init_args, **d.init_kwargs)
+
+
+def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_path):
+    reg, ids = models
+    config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    port = free_port()
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"]["registry"] = str(reg.path)
+    app["deployments"][0]["user_config"]["model"] = ids[0]
+    app["deployments"][0]["ray_actor_options"]["num_cpus"] = 0.5
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {"RAY_AUTH_MODE": "disabled", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    serve_cli = str(Path(sys.executable).parent / "serve")
+    out = subprocess.run([serve_cli, "deploy", str(path), "--address", ray_head],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    try:
+        body = good_body()
+        deadline = time.monotonic() + 120
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/v1/placement", json=body, timeout=10)
+                status = r.status_code
+                if status == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert status == 200, status
+        assert r.json()["model_id"] == ids[0]
+        assert not math.isnan(r.json()["decision_time_ms"])
+    finally:
+        subprocess.run([serve_cli, "shutdown", "--address", ray_head, "-y"], env=env,
+                       capture_output=True, timeout=120)
