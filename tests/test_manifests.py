@@ -108,3 +108,20 @@ def test_kustomization_lists_existing_files_and_renders():
     rendered = list(yaml.safe_load_all(out.stdout))
     assert all(d["metadata"].get("namespace") == "lwmecps" for d in rendered
                if d["kind"] != "Namespace")
+
+
+def test_serve_configs_match_serves_schema_and_each_other():
+    from ray.serve.schema import ServeDeploySchema
+
+    local = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    ServeDeploySchema.model_validate(local)
+    service = next(d for _, _, d in DOCS if d["kind"] == "RayService")
+    embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(embedded)
+    a, b = local["applications"][0], embedded["applications"][0]
+    assert a["import_path"] == b["import_path"] == "lwmecps_rllib.serving:app_builder"
+    assert a["deployments"][0]["name"] == b["deployments"][0]["name"] == "PlacementService"
+    from lwmecps_rllib.serving import ServeArgs
+
+    ServeArgs(**a["args"])
+    ServeArgs(**b["args"])
