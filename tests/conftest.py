@@ -98,3 +98,15 @@ def ray_head():
                 os.killpg(proc.pid, signal.SIGKILL)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def kuberay_crds_dir():
+    """KubeRay's CRDs: `$LWMECPS_KUBERAY_CRDS`, else `../shared/kuberay-crds` beside the
+    repository (where the project keeps its shared data, also in CI)."""
+    from pathlib import Path
+
+    path = Path(os.environ.get("LWMECPS_KUBERAY_CRDS", "")) if os.environ.get(
+        "LWMECPS_KUBERAY_CRDS") else Path(__file__).resolve().parents[2] / "shared" / "kuberay-crds"
+    if not (path / "ray.io_rayjobs.yaml").exists():
+        pytest.fail(f"KubeRay CRDs not found in {path}; set LWMECPS_KUBERAY_CRDS")
+    return path

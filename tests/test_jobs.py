@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import kuberay_crds_dir
 from pydantic import ValidationError
 
 from lwmecps_rllib import jobs
@@ -57,8 +58,7 @@ def test_cli_rejects_bad_task_naming_the_field(capsys):
 
 
 def crd_schema(kind: str) -> dict:
-    doc = yaml.safe_load((ROOT.parent / "shared" / "kuberay-crds" /
-                          f"ray.io_{kind.lower()}s.yaml").read_text())
+    doc = yaml.safe_load((kuberay_crds_dir() / f"ray.io_{kind.lower()}s.yaml").read_text())
     (version,) = [v for v in doc["spec"]["versions"] if v["name"] == "v1"]
     return version["schema"]["openAPIV3Schema"]
 

@@ -11,10 +11,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import kuberay_crds_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
-CRDS = ROOT.parent / "shared" / "kuberay-crds"
 K8S_VERSION = kubernetes_validate.latest_version()
 
 
@@ -33,13 +33,14 @@ DOCS = documents()
 
 
 def crd_schema(kind: str, version: str) -> dict:
-    for path in CRDS.glob("*.yaml"):
+    crds = kuberay_crds_dir()
+    for path in crds.glob("*.yaml"):
         crd = yaml.safe_load(path.read_text())
         if crd["spec"]["names"]["kind"] == kind:
             for v in crd["spec"]["versions"]:
                 if v["name"] == version:
                     return v["schema"]["openAPIV3Schema"]
-    raise LookupError(f"no CRD for {kind} {version} in {CRDS}")
+    raise LookupError(f"no CRD for {kind} {version} in {crds}")
 
 
 def pod_templates(obj, path=""):

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from lwmecps_rllib.backends import Backend, SimBackend
+from lwmecps_rllib.backends.kubernetes import BackendError, GuardRailError
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
@@ -21,6 +22,38 @@ def check_choice(field: str, value: Any, allowed: tuple[str, ...] | list[str]) -
     """Raise ValueError naming `field` when `value` is not one of `allowed`."""
     if value not in allowed:
         raise ValueError(f"{field} must be one of {list(allowed)}, got {value!r}")
+
+
+BACKENDS = ("sim", "k8s")
+
+
+def make_backend(backend: Any, spec: ClusterSpec, trace: np.ndarray,
+                 config: dict[str, Any] | None = None) -> Backend:
+    """The backend an env asked for.
+
+    Args:
+        backend: `"sim"`, `"k8s"` (a Kubernetes backend from `config`, see
+            :class:`lwmecps_rllib.backends.kubernetes.KubernetesConfig`), a backend
+            object, or a factory `(spec, trace) -> backend`.
+        spec: The env's compiled cluster.
+        trace: The trace the env replays.
+        config: `backend_config` for `"k8s"`.
+    """
+    if isinstance(backend, str):
+        check_choice("backend", backend, BACKENDS)
+        if backend == "k8s":
+            from lwmecps_rllib.backends.kubernetes import KubernetesBackend, KubernetesConfig
+
+            return KubernetesBackend(spec, trace, KubernetesConfig.from_dict(config))
+        if config:
+            raise ValueError("backend_config is only used with backend='k8s'")
+        return SimBackend(spec, trace)
+    if isinstance(backend, Backend):
+        return backend
+    if callable(backend):
+        return backend(spec, trace)
+    raise ValueError(f"backend must be one of {list(BACKENDS)}, a backend or a factory, "
+                     f"got {backend!r}")
 
 
 def metrics_info(metrics: np.ndarray, valid: bool, slot: int) -> dict[str, Any]:
@@ -58,7 +91,8 @@ class ClusterEnv(gym.Env):
 
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: str | Backend = "sim", episode_length: int | None = None,
-                 obs_format: str = "dict", render_mode: str | None = None) -> None:
+                 obs_format: str = "dict", render_mode: str | None = None,
+                 backend_config: dict[str, Any] | None = None) -> None:
         self.scenario = load_scenario(scenario)
         if trace not in self.scenario.traces:
             raise ScenarioError(f"trace must be one of {sorted(self.scenario.traces)}, "
@@ -74,11 +108,8 @@ class ClusterEnv(gym.Env):
         self.render_mode = render_mode
         self.episode_length = episode_length or self.scenario.episode_length
         self.spec_ = self._build_spec(self.scenario)
-        if isinstance(backend, str):
-            check_choice("backend", backend, ("sim",))
-            self.backend: Backend = SimBackend(self.spec_, self.scenario.trace(trace))
-        else:
-            self.backend = backend
+        self.backend: Backend = make_backend(backend, self.spec_, self.scenario.trace(trace),
+                                             backend_config)
         self.state: ClusterState | None = None
         self.last: Measurement | None = None
         self.steps = 0
@@ -121,15 +152,26 @@ class ClusterEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         replicas, nodes = self._decode(action)
         valid = bool(core.fits(self.spec_, replicas, nodes)[0])
+        error = None
         if valid:
-            self.state = self.backend.apply(self.state, replicas, nodes)
+            try:
+                self.state = self.backend.apply(self.state, replicas, nodes)
+            except GuardRailError:
+                raise
+            except BackendError as exc:
+                # The cluster did not do what was asked (e.g. a rollout never became
+                # ready): penalise the step, report why, and keep the env usable.
+                error = str(exc)
+                self.state = getattr(exc, "state", None) or self.state
         self.state, self.last = self.backend.advance(self.state, self.np_random)
         self.steps += 1
         metrics = core.step_metrics(self.spec_, self.last, self.state.replicas,
                                     self._current_nodes())[0]
-        reward = (self._reward(metrics) if valid
+        reward = (self._reward(metrics) if valid and error is None
                   else float(self.scenario.invalid_action_reward))
         info = metrics_info(metrics, valid, int(self.state.slot[0]))
+        if error is not None:
+            info["error"] = error
         terminated = self._terminated(reward)
         truncated = self.steps >= self.episode_length and not terminated
         return self._observe(), reward, terminated, truncated, info

@@ -52,9 +52,11 @@ class PlacementEnv(ClusterEnv):
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: Any = "sim", episode_length: int | None = None,
                  obs_format: str = "dict", render_mode: str | None = None,
-                 n_deployments: int | None = None) -> None:
+                 n_deployments: int | None = None,
+                 backend_config: dict[str, Any] | None = None) -> None:
         self._n_deployments = n_deployments
-        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode)
+        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
+                         backend_config)
         spec = self.spec_
         n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
         if obs_format == "box":
@@ -147,7 +149,8 @@ class LWMECPSEnv(PlacementEnv):
 
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: Any = "sim", episode_length: int | None = None,
-                 obs_format: str = "dict", render_mode: str | None = None) -> None:
+                 obs_format: str = "dict", render_mode: str | None = None,
+                 backend_config: dict[str, Any] | None = None) -> None:
         super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         n_deployments=1)
+                         n_deployments=1, backend_config=backend_config)
         self.action_space = spaces.Discrete(self.spec_.n_nodes)

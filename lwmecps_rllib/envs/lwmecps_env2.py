@@ -52,7 +52,8 @@ class LWMECPSEnv2(PlacementEnv):
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: Any = "sim", episode_length: int | None = None,
                  obs_format: str = "box", render_mode: str | None = None,
-                 n_deployments: int | None = None) -> None:
+                 n_deployments: int | None = None,
+                 backend_config: dict[str, Any] | None = None) -> None:
         super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         n_deployments=n_deployments)
+                         n_deployments=n_deployments, backend_config=backend_config)
         self.action_space = spaces.MultiDiscrete([self.spec_.n_nodes] * self.spec_.n_deployments)

@@ -112,7 +112,10 @@ class LWMECPSEnv3(ClusterEnv):
     - `scenario`: shipped name (`testbed-4bs`, `testbed-4bs-peak`, `metro-16`,
       `city-64`), a YAML path, or a `Scenario`.
     - `trace`: `a` (training day) or `b` (evaluation day).
-    - `backend`: `"sim"` or a backend object (e.g. a Kubernetes backend).
+    - `backend`: `"sim"`, `"k8s"` (a real cluster, see `backend_config`), a backend
+      object or a factory `(spec, trace) -> backend`.
+    - `backend_config`: for `"k8s"`, the `KubernetesConfig` fields (namespace,
+      deployments, timeouts, metrics provider, dry_run ...).
     - `episode_length`: override of the scenario's.
     - `obs_format`: `"dict"` or `"box"`.
     - `render_mode`: `None` or `"ansi"`.
@@ -122,8 +125,10 @@ class LWMECPSEnv3(ClusterEnv):
 
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: Any = "sim", episode_length: int | None = None,
-                 obs_format: str = "dict", render_mode: str | None = None) -> None:
-        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode)
+                 obs_format: str = "dict", render_mode: str | None = None,
+                 backend_config: dict[str, Any] | None = None) -> None:
+        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
+                         backend_config)
         spec = self.spec_
         sc = self.scenario
         self.action_space = spaces.MultiDiscrete([sc.max_replicas + 1] * spec.n_deployments)

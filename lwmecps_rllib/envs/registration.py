@@ -7,7 +7,8 @@ from typing import Any
 import gymnasium as gym
 
 ENV_NAMES = ("LWMECPSEnv", "LWMECPSEnv2", "LWMECPSEnv3")
-_ENV_KEYS = {"scenario", "trace", "backend", "episode_length", "obs_format", "render_mode"}
+_ENV_KEYS = {"scenario", "trace", "backend", "backend_config", "episode_length", "obs_format",
+             "render_mode"}
 _EXTRA_KEYS = {"LWMECPSEnv2": {"n_deployments"}}
 
 
