@@ -292,8 +292,10 @@ class Oracle(_Base):
 
     def reset(self, env: ClusterEnv, seed: int) -> None:
         """Fix the oracle's own random numbers."""
-        if not hasattr(env.backend, "trace"):
-            raise ValueError("the oracle needs a backend with a known trace (backend='sim')")
+        from lwmecps_rllib.backends import SimBackend
+
+        if not isinstance(env.backend, SimBackend):
+            raise ValueError("the oracle simulates ahead: it needs backend='sim'")
         self._seed = seed
 
     def _score(self, env: ClusterEnv, cands: np.ndarray) -> np.ndarray:

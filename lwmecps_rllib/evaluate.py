@@ -33,7 +33,8 @@ def day_scenario(scenario: str | Scenario, steps: int | None = None) -> Scenario
 
 def run_policy(env_name: str, scenario: str | Scenario, trace: str, policy: Policy,
                seed: int = 0, steps: int | None = None, backend: Any = "sim",
-               start_slot: int = 0) -> dict[str, Any]:
+               start_slot: int = 0,
+               backend_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """One policy over the day of `trace` from `start_slot`; summary and per-step series.
 
     Returns:
@@ -43,9 +44,10 @@ def run_policy(env_name: str, scenario: str | Scenario, trace: str, policy: Poli
         `reward`, `latency`, `pods`).
     """
     sc = day_scenario(scenario, steps)
-    env = make_env(env_name, {"scenario": sc, "trace": trace, "backend": backend})
+    env = make_env(env_name, {"scenario": sc, "trace": trace, "backend": backend,
+                              "backend_config": backend_config})
+    policy.reset(env, seed)  # before the env touches a cluster: a policy may refuse it
     obs, _ = env.reset(seed=seed, options={"start_slot": start_slot})
-    policy.reset(env, seed)
     n = sc.episode_length
     reward = np.zeros(n)
     latency = np.zeros(n)
@@ -95,16 +97,18 @@ def parse_policies(spec: str, env_name: str) -> list[str]:
 
 def evaluate(env_name: str, scenario: str, trace: str, policies: list[str], seed: int = 0,
              steps: int | None = None, extra: dict[str, Policy] | None = None,
-             backend: Any = "sim") -> dict[str, Any]:
+             backend: Any = "sim",
+             backend_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run baselines (and `extra` policies, e.g. trained ones) over the day; a result table."""
     if env_name not in ENV_NAMES:
         raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env_name!r}")
     runs = {}
     for name in policies:
         runs[name] = run_policy(env_name, scenario, trace, make_baseline(name, env_name), seed,
-                                steps, backend)
+                                steps, backend, backend_config=backend_config)
     for name, pol in (extra or {}).items():
-        runs[name] = run_policy(env_name, scenario, trace, pol, seed, steps, backend)
+        runs[name] = run_policy(env_name, scenario, trace, pol, seed, steps, backend,
+                                backend_config=backend_config)
     sc = load_scenario(scenario)
     return {"env": env_name, "scenario": sc.name, "trace": trace, "seed": seed,
             "steps": next(iter(runs.values()))["steps"] if runs else 0, "results": runs}
@@ -178,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="all", help="'all' or a comma-separated list")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="limit the run to N steps")
-    p.add_argument("--backend", default="sim", choices=("sim",))
+    p.add_argument("--backend", default="sim", choices=("sim", "k8s"),
+                   help="sim (digital twin) or k8s (a real cluster, see --backend-config)")
+    p.add_argument("--backend-config", default=None,
+                   help="YAML of the Kubernetes backend (e.g. k8s/testbed/backend-config.yaml)")
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--plot", type=Path, default=None, help="draw latency/replicas to a PNG")
     return p
@@ -191,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         policies = parse_policies(args.policy, args.env)
         if args.steps is not None and args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        from lwmecps_rllib.backends.kubernetes import load_backend_config
+
         result = evaluate(args.env, args.scenario, args.trace, policies, args.seed, args.steps,
-                          backend=args.backend)
+                          backend=args.backend,
+                          backend_config=load_backend_config(args.backend_config))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

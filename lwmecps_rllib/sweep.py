@@ -132,7 +132,9 @@ class SweepConfig:
     scenario: str = "testbed-4bs"
     """Scenario name or YAML path (trained on trace A)."""
     backend: str = "sim"
-    """Env backend."""
+    """Env backend: `sim` or `k8s` (a real cluster; one trial at a time)."""
+    backend_config: dict[str, Any] = field(default_factory=dict)
+    """Kubernetes backend settings for `backend: k8s` (see `KubernetesConfig`)."""
     seed: int = 0
     """Seed of every trial's env runners and learner."""
     num_envs: int | None = None
@@ -279,8 +281,20 @@ def validate_sweep(cfg: SweepConfig) -> None:
         load_scenario(cfg.scenario)
     except (ScenarioError, FileNotFoundError, ValueError) as exc:
         raise SweepError(f"scenario: {exc}") from exc
-    if cfg.backend not in ("sim",):
-        raise SweepError(f"backend must be one of ['sim'], got {cfg.backend!r}")
+    if cfg.backend not in ("sim", "k8s"):
+        raise SweepError(f"backend must be one of ['sim', 'k8s'], got {cfg.backend!r}")
+    if cfg.backend == "k8s":
+        from lwmecps_rllib.backends.kubernetes import KubernetesConfig
+
+        try:
+            KubernetesConfig.from_dict(cfg.backend_config)
+        except ValueError as exc:
+            raise SweepError(str(exc)) from exc
+        if cfg.search.max_concurrent_trials != 1:
+            raise SweepError("search.max_concurrent_trials must be 1 with backend 'k8s' "
+                             f"(one cluster), got {cfg.search.max_concurrent_trials!r}")
+    elif cfg.backend_config:
+        raise SweepError("backend_config is only used with backend 'k8s'")
     if not _is_int(cfg.seed):
         raise SweepError(f"seed must be an integer, got {cfg.seed!r}")
     if cfg.num_envs is not None and not (_is_int(cfg.num_envs) and cfg.num_envs >= 1):
@@ -447,7 +461,8 @@ def base_config(cfg: SweepConfig) -> Any:
     from lwmecps_rllib.algorithms import build_config
 
     config = build_config(cfg.algorithm, cfg.env, cfg.scenario, "a", cfg.params, cfg.seed,
-                          cfg.num_envs, cfg.backend, cfg.model or None)
+                          cfg.num_envs, cfg.backend, cfg.model or None,
+                          cfg.backend_config or None)
     config.resources(num_cpus_for_main_process=cfg.resources.get("cpu", 1))
     return config
 

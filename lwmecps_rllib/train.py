@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-env-steps", type=int, default=None, help="stop after N env steps")
     p.add_argument("--episodes", type=int, default=None, help="stop after N episodes")
     p.add_argument("--output", type=Path, default=Path("runs/train"))
-    p.add_argument("--backend", default="sim", choices=("sim",))
+    p.add_argument("--backend", default="sim", choices=("sim", "k8s"),
+                   help="sim (digital twin) or k8s (a real cluster, see --backend-config)")
+    p.add_argument("--backend-config", default=None,
+                   help="YAML of the Kubernetes backend (e.g. k8s/testbed/backend-config.yaml)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-envs", type=int, default=None)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -73,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         if iterations is None:
             bounded = args.max_env_steps is not None or args.episodes is not None
             iterations = 10**9 if bounded else 20
+        from lwmecps_rllib.backends.kubernetes import load_backend_config
+
         algo, history = train(args.algo, args.env, args.scenario, iterations, params,
                               args.seed, args.backend, args.num_envs, on_iteration=progress,
-                              max_env_steps=args.max_env_steps, max_episodes=args.episodes)
+                              max_env_steps=args.max_env_steps, max_episodes=args.episodes,
+                              backend_config=load_backend_config(args.backend_config))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

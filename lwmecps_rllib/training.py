@@ -67,7 +67,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
           backend: Any = "sim", num_envs: int | None = None, model: dict[str, Any] | None = None,
           on_iteration: Callable[[int, dict[str, float]], None] | None = None,
           max_env_steps: int | None = None,
-          max_episodes: int | None = None) -> tuple[Algorithm, list[dict[str, float]]]:
+          max_episodes: int | None = None,
+          backend_config: dict[str, Any] | None = None) -> tuple[Algorithm, list[dict[str, float]]]:
     """Build `algo_name` on `env` (trace A) and train it.
 
     Args:
@@ -83,6 +84,7 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
         on_iteration: Called with (iteration, metrics) after each iteration.
         max_env_steps: Stop once this many env steps were sampled.
         max_episodes: Stop once this many episodes ended.
+        backend_config: Kubernetes backend settings for `backend="k8s"`.
 
     Returns:
         The trained algorithm and the per-iteration metrics (fixed names, see
@@ -90,7 +92,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    config = build_config(algo_name, env, scenario, "a", params, seed, num_envs, backend, model)
+    config = build_config(algo_name, env, scenario, "a", params, seed, num_envs, backend, model,
+                          backend_config)
     ensure_ray()
     algo = config.build_algo()
     history: list[dict[str, float]] = []

@@ -334,3 +334,88 @@ def test_episode_on_a_real_cluster():
         if term or trunc:
             break
     assert np.isfinite(total)
+
+
+class _LoadGen:
+    """A load generator API on a free port: counters that grow on every read."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        state = {"total": 0}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def do_GET(self):
+                state["total"] += 120
+                body = json.dumps({"average_latency": 35.0, "total_requests": state["total"],
+                                   "failed_requests": 0}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+async def test_evaluate_command_on_an_emulated_cluster(kmock, tmp_path, capsys):
+    import yaml
+
+    from lwmecps_rllib import evaluate
+
+    seed_cluster(kmock)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+        "users": [{"name": "emu", "user": {"token": "t"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}]}))
+    loadgen = _LoadGen()
+    cfg = tmp_path / "backend.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "namespace": NS, "kubeconfig": str(kubeconfig), "poll_interval_s": 0.02,
+        "stabilization_time_s": 0, "rollout_timeout_s": 5,
+        "metrics": {"type": "loadgen", "base_url": loadgen.url}}))
+    try:
+        async with running(controller(kmock)):
+            code = await asyncio.to_thread(evaluate.main, [
+                "--env", "LWMECPSEnv3", "--scenario", "testbed-4bs", "--policy", "static,hpa",
+                "--steps", "3", "--backend", "k8s", "--backend-config", str(cfg)])
+    finally:
+        loadgen.close()
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "static" in out.out and "hpa" in out.out
+    # static asks for 2 replicas everywhere
+    assert any(p.endswith("/scale") for _, p in patches(kmock))
+    assert nothing_deleted(kmock)
+    before = len(requests_seen(kmock))
+    code = await asyncio.to_thread(evaluate.main, [
+        "--policy", "oracle", "--steps", "1", "--backend", "k8s", "--backend-config", str(cfg)])
+    assert len(requests_seen(kmock)) == before  # refused before touching the cluster
+    assert code == 2 and "needs backend='sim'" in capsys.readouterr().err
+
+
+def test_training_config_for_a_cluster():
+    from lwmecps_rllib.algorithms import build_config
+
+    cfg = build_config("ppo", "LWMECPSEnv3", "testbed-4bs", backend="k8s",
+                       backend_config={"namespace": NS})
+    assert cfg.num_envs_per_env_runner == 1 and cfg.gym_env_vectorize_mode == "sync"
+    assert cfg.env_config["backend_config"] == {"namespace": NS}
+    with pytest.raises(ValueError, match="num_envs must be 1"):
+        build_config("ppo", backend="k8s", num_envs=4)

@@ -16,12 +16,14 @@ from conftest import kuberay_crds_dir
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 K8S_VERSION = kubernetes_validate.latest_version()
+#: YAML files in k8s/ that are not Kubernetes objects.
+NOT_MANIFESTS = {"kustomization.yaml", "backend-config.yaml"}
 
 
 def documents() -> list[tuple[str, int, dict]]:
     out = []
     for path in sorted(K8S.rglob("*.yaml")):
-        if path.name == "kustomization.yaml":
+        if path.name in NOT_MANIFESTS:
             continue
         for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
             if doc:
@@ -97,18 +99,78 @@ def test_validation_catches_mistakes():
                                      K8S_VERSION, strict=True)
 
 
-def test_kustomization_lists_existing_files_and_renders():
-    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+@pytest.mark.parametrize(("folder", "namespace"), [("", "lwmecps"),
+                                                   ("testbed", "lwmecps-testapp")])
+def test_kustomization_lists_existing_files_and_renders(folder, namespace):
+    base = K8S / folder
+    kust = yaml.safe_load((base / "kustomization.yaml").read_text())
     for res in kust["resources"]:
-        assert (K8S / res).exists(), res
+        assert (base / res).exists(), res
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl not installed: rendering not checked")
-    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
+    out = subprocess.run(["kubectl", "kustomize", str(base)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     rendered = list(yaml.safe_load_all(out.stdout))
-    assert all(d["metadata"].get("namespace") == "lwmecps" for d in rendered
+    assert all(d["metadata"].get("namespace") == namespace for d in rendered
                if d["kind"] != "Namespace")
+
+
+def test_testbed_matches_the_scenario():
+    from lwmecps_rllib.backends.kubernetes import KubernetesConfig
+    from lwmecps_rllib.scenarios import load_scenario
+
+    sc = load_scenario("testbed-4bs")
+    deps = [d for _, _, d in DOCS if d["kind"] == "Deployment"]
+    assert sorted(d["metadata"]["name"] for d in deps) == sorted(sc.deployment_names)
+    cfg = KubernetesConfig.from_dict(yaml.safe_load((K8S / "testbed" /
+                                                     "backend-config.yaml").read_text()))
+    for d in deps:
+        station = d["metadata"]["labels"]["lwmecps.io/station"]
+        node = next(s.node for s in sc.stations if s.name == station)
+        terms = d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        expr = terms[0]["matchExpressions"][0]
+        assert expr["key"] == "kubernetes.io/hostname"
+        assert expr["values"] == [cfg.nodes[node]]
+        res = d["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert res["requests"] == {"cpu": "100m", "memory": "100Mi"}
+
+
+#: What the Kubernetes backend calls, as (API group, resource, verb). Keep in step with
+#: lwmecps_rllib/backends/kubernetes.py (a test below reads its calls).
+BACKEND_CALLS = {
+    "list_node": ("", "nodes", "list"),
+    "read_namespaced_deployment_status": ("apps", "deployments/status", "get"),
+    "patch_namespaced_deployment_scale": ("apps", "deployments/scale", "patch"),
+    "patch_namespaced_deployment": ("apps", "deployments", "patch"),
+    "list_namespaced_pod": ("", "pods", "list"),
+}
+
+
+def test_rbac_allows_what_the_backend_calls_and_little_else():
+    import re
+
+    source = (ROOT / "lwmecps_rllib" / "backends" / "kubernetes.py").read_text()
+    called = set(re.findall(r"self\._(?:apps|core)\(\)\.(\w+)", source))
+    assert called == set(BACKEND_CALLS), called
+    rbac = [d for p, _, d in DOCS if p.endswith("k8s/rbac.yaml")]
+    allowed = set()
+    for doc in rbac:
+        if doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc["rules"]:
+                for g in rule["apiGroups"]:
+                    for r in rule["resources"]:
+                        for v in rule["verbs"]:
+                            allowed.add((g, r, v, doc["kind"]))
+    for group, resource, verb in BACKEND_CALLS.values():
+        kind = "ClusterRole" if resource == "nodes" else "Role"
+        assert (group, resource, verb, kind) in allowed, (group, resource, verb)
+    verbs = {v for *_, v, _ in [(a, b, c, d) for a, b, c, d in allowed]}
+    assert not verbs & {"create", "delete", "deletecollection", "update", "escalate", "bind",
+                        "impersonate", "*"}
+    assert {r for _, r, _, k in allowed if k == "ClusterRole"} == {"nodes"}
+    assert {v for _, r, v, k in allowed if k == "ClusterRole"} <= {"get", "list", "watch"}
 
 
 def test_serve_configs_match_serves_schema_and_each_other():

@@ -73,7 +73,8 @@ def register_with_tune() -> None:
 def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs",
                  trace: str = "a", params: dict[str, Any] | None = None, seed: int = 0,
                  num_envs: int | None = None, backend: Any = "sim",
-                 model: dict[str, Any] | None = None) -> AlgorithmConfig:
+                 model: dict[str, Any] | None = None,
+                 backend_config: dict[str, Any] | None = None) -> AlgorithmConfig:
     """A config for `algo` on `env`, ready for `build_algo()` or Tune.
 
     Args:
@@ -87,6 +88,8 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
         num_envs: Envs per env runner (default 16 batched for LWMECPSEnv3, else 4).
         backend: Env backend.
         model: `model_config` overrides (e.g. `{"hidden": [256, 256]}`).
+        backend_config: Kubernetes backend settings for `backend="k8s"` (one env: a real
+            cluster is one cluster).
 
     Raises:
         ValueError: for an unknown algorithm, env or parameter, or a bad value, naming it.
@@ -100,7 +103,15 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
     register_rllib_envs()
     batched = env == "LWMECPSEnv3" and backend == "sim"
     n = num_envs or (16 if batched else 4)
-    config.environment(env, env_config={"scenario": scenario, "trace": trace, "backend": backend})
+    env_config = {"scenario": scenario, "trace": trace, "backend": backend}
+    if backend == "k8s":
+        if num_envs not in (None, 1):
+            raise ValueError(f"num_envs must be 1 with backend='k8s' (one cluster), got {num_envs}")
+        n = 1
+        env_config["backend_config"] = dict(backend_config or {})
+    elif backend_config:
+        raise ValueError("backend_config is only used with backend='k8s'")
+    config.environment(env, env_config=env_config)
     config.env_runners(num_env_runners=0, num_envs_per_env_runner=n,
                        gym_env_vectorize_mode="vector_entry_point" if batched else "sync")
     config.debugging(seed=seed)

@@ -69,7 +69,7 @@ class KubernetesConfig:
     """Lowest replica count ever sent."""
     max_replicas: int | None = None
     """Highest replica count ever sent (default: the scenario's `max_replicas`)."""
-    rollout_timeout_s: float = 120.0
+    rollout_timeout_s: float = 30.0
     """How long to wait for ready replicas after a change."""
     poll_interval_s: float = 2.0
     """Poll period while waiting for a rollout."""
@@ -121,6 +121,23 @@ class KubernetesConfig:
             raise ValueError(f"backend_config.metrics.type must be 'loadgen' or 'prometheus', "
                              f"got {cfg.metrics.get('type')!r}")
         return cfg
+
+
+def load_backend_config(path: str | None) -> dict[str, Any] | None:
+    """A `backend_config` YAML file, checked (None for no file)."""
+    if path is None:
+        return None
+    import yaml
+
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a backend config must be a mapping")
+    try:
+        KubernetesConfig.from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return data
 
 
 def build_metrics(config: dict[str, Any]) -> MetricsProvider:
