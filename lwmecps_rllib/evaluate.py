@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lwmecps_rllib.backends.kubernetes import add_backend_arguments, backend_config_from_args
 from lwmecps_rllib.baselines import Policy, make_baseline, policies_for
 from lwmecps_rllib.envs import ENV_NAMES, make_env
 from lwmecps_rllib.scenarios import Scenario, load_scenario
@@ -182,10 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="all", help="'all' or a comma-separated list")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="limit the run to N steps")
-    p.add_argument("--backend", default="sim", choices=("sim", "k8s"),
-                   help="sim (digital twin) or k8s (a real cluster, see --backend-config)")
-    p.add_argument("--backend-config", default=None,
-                   help="YAML of the Kubernetes backend (e.g. k8s/testbed/backend-config.yaml)")
+    add_backend_arguments(p)
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--plot", type=Path, default=None, help="draw latency/replicas to a PNG")
     return p
@@ -198,11 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         policies = parse_policies(args.policy, args.env)
         if args.steps is not None and args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
-        from lwmecps_rllib.backends.kubernetes import load_backend_config
-
         result = evaluate(args.env, args.scenario, args.trace, policies, args.seed, args.steps,
-                          backend=args.backend,
-                          backend_config=load_backend_config(args.backend_config))
+                          backend=args.backend, backend_config=backend_config_from_args(args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lwmecps_rllib.algorithms import algorithm_names
+from lwmecps_rllib.backends.kubernetes import add_backend_arguments, backend_config_from_args
 from lwmecps_rllib.envs import ENV_NAMES
 from lwmecps_rllib.evaluate import format_table, write_json_atomic
 from lwmecps_rllib.training import algorithm_label, evaluate_checkpoint, save_atomic, train
@@ -45,10 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-env-steps", type=int, default=None, help="stop after N env steps")
     p.add_argument("--episodes", type=int, default=None, help="stop after N episodes")
     p.add_argument("--output", type=Path, default=Path("runs/train"))
-    p.add_argument("--backend", default="sim", choices=("sim", "k8s"),
-                   help="sim (digital twin) or k8s (a real cluster, see --backend-config)")
-    p.add_argument("--backend-config", default=None,
-                   help="YAML of the Kubernetes backend (e.g. k8s/testbed/backend-config.yaml)")
+    add_backend_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-envs", type=int, default=None)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -76,12 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         if iterations is None:
             bounded = args.max_env_steps is not None or args.episodes is not None
             iterations = 10**9 if bounded else 20
-        from lwmecps_rllib.backends.kubernetes import load_backend_config
-
         algo, history = train(args.algo, args.env, args.scenario, iterations, params,
                               args.seed, args.backend, args.num_envs, on_iteration=progress,
                               max_env_steps=args.max_env_steps, max_episodes=args.episodes,
-                              backend_config=load_backend_config(args.backend_config))
+                              backend_config=backend_config_from_args(args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ requests, and `serve deploy` of serve/config.yaml works on a real Ray head."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -256,17 +257,25 @@ def _with_user_config(app, user_config):
     return d.options(user_config=user_config).bind(*d.init_args, **d.init_kwargs)
 
 
-def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_path):
-    reg, ids = models
+def serve_config(folder: Path, reg: ModelRegistry, model_id: str,
+                 num_cpus: float | None = None) -> tuple[Path, int]:
+    """serve/config.yaml on a free port, serving `model_id` of `reg`; (path, port)."""
     config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
     port = free_port()
     config["http_options"]["port"] = port
     app = config["applications"][0]
     app["args"]["registry"] = str(reg.path)
-    app["deployments"][0]["user_config"]["model"] = ids[0]
-    app["deployments"][0]["ray_actor_options"]["num_cpus"] = 0.5
-    path = tmp_path / "serve.yaml"
+    app["deployments"][0]["user_config"]["model"] = model_id
+    if num_cpus is not None:
+        app["deployments"][0]["ray_actor_options"]["num_cpus"] = num_cpus
+    path = folder / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path, port
+
+
+def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_path):
+    reg, ids = models
+    path, port = serve_config(tmp_path, reg, ids[0], num_cpus=0.5)
     env = {"RAY_AUTH_MODE": "disabled", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
     serve_cli = str(Path(sys.executable).parent / "serve")
     out = subprocess.run([serve_cli, "deploy", str(path), "--address", ray_head],
@@ -291,3 +300,43 @@ def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_pa
     finally:
         subprocess.run([serve_cli, "shutdown", "--address", ray_head, "-y"], env=env,
                        capture_output=True, timeout=120)
+
+
+def test_serve_run_of_the_config_file(models, tmp_path):
+    """`serve run serve/config.yaml` (its own local Ray), queried, then stopped with
+    SIGTERM to its process group (`serve run` in the background ignores SIGINT)."""
+    import os
+    import signal
+
+    reg, ids = models
+    path, port = serve_config(tmp_path, reg, ids[1])
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(path)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=tmp_path)
+    try:
+        body = good_body()
+        deadline = time.monotonic() + 150
+        answer = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/v1/placement", json=body, timeout=10)
+                if r.status_code == 200:
+                    answer = r.json()
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert answer is not None, (tmp_path / "serve.log").read_text()[-3000:]
+        assert answer["model_id"] == ids[1]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()

@@ -123,14 +123,21 @@ class KubernetesConfig:
         return cfg
 
 
-def load_backend_config(path: str | None) -> dict[str, Any] | None:
-    """A `backend_config` YAML file, checked (None for no file)."""
-    if path is None:
+def load_backend_config(path: str | None, dry_run: bool = False) -> dict[str, Any] | None:
+    """A `backend_config` YAML file, checked (None for no file and no `dry_run`).
+
+    `dry_run=True` (the commands' `--dry-run`) sets `dry_run` in it.
+    """
+    if path is None and not dry_run:
         return None
     import yaml
 
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+    data: Any = {}
+    if path is not None:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    if dry_run and isinstance(data, dict):
+        data["dry_run"] = True
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a backend config must be a mapping")
     try:
@@ -138,6 +145,30 @@ def load_backend_config(path: str | None) -> dict[str, Any] | None:
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     return data
+
+
+def add_backend_arguments(parser: Any) -> None:
+    """`--backend`, `--backend-config` and `--dry-run` of the commands."""
+    parser.add_argument("--backend", default="sim", choices=("sim", "k8s"),
+                        help="sim (digital twin) or k8s (a real cluster, see --backend-config)")
+    parser.add_argument("--backend-config", default=None,
+                        help="YAML of the Kubernetes backend (e.g. "
+                             "k8s/testbed/backend-config.yaml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --backend k8s: log the patches instead of sending them")
+
+
+def backend_config_from_args(args: Any) -> dict[str, Any] | None:
+    """The checked `backend_config` the command-line flags give (None for the simulator).
+
+    Raises:
+        ValueError: for a config or --dry-run without `--backend k8s`, or a bad config.
+    """
+    if args.backend != "k8s":
+        if args.backend_config or args.dry_run:
+            raise ValueError("--backend-config and --dry-run need --backend k8s")
+        return None
+    return load_backend_config(args.backend_config, args.dry_run) or {}
 
 
 def build_metrics(config: dict[str, Any]) -> MetricsProvider:

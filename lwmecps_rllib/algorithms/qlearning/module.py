@@ -24,6 +24,13 @@ class QTableModule(FactorisedQModule):
     a MultiDiscrete action is factorised: `Q(s, a) = mean_d Q[s, d, a_d]` and the greedy
     action is the per-head argmax. `model_config`: `bins` (4), `table_size` (16384),
     `epsilon_start`, `epsilon`, `epsilon_timesteps`.
+
+    Unvisited entries: the table starts at 0 and rewards are negative, so an entry never
+    updated would look best (and a row never visited would act with 0 replicas). When
+    acting, every entry still at exactly 0 takes the mean of the updated entries of its
+    column (that head and value over all visited states): states the agent never saw get
+    the action that is good on average, not an arbitrary one. Training reads the raw
+    table.
     """
 
     @override(TorchRLModule)
@@ -51,6 +58,17 @@ class QTableModule(FactorisedQModule):
     def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """Q-values per head for each observation: list of (B, nvec[d])."""
         return list(torch.split(self.q[self.state_index(obs)], self._dims, dim=-1))
+
+    @override(FactorisedQModule)
+    def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        rows = self.q[self.state_index(obs)]
+        unset = rows == 0
+        if bool(unset.any()):
+            updated = self.q != 0
+            prior = (self.q * updated).sum(0) / updated.sum(0).clamp(min=1)
+            rows = torch.where(unset, prior.expand_as(rows), rows)
+        acts = torch.stack([q.argmax(-1) for q in torch.split(rows, self._dims, dim=-1)], -1)
+        return acts[:, 0] if self._discrete else acts
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
