@@ -21,7 +21,7 @@ def scenario_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for all integration tests of the session (2 CPUs, no dashboard)."""
+    """One local Ray for all integration tests of a pytest run (2 CPUs, no dashboard)."""
     import ray
 
     if not ray.is_initialized():
@@ -42,7 +42,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def ray_head():
     """A real Ray head (`ray start --head --block`) with its dashboard and Jobs API, on free
-    ports and its own temp dir; stopped (its process group) after the session.
+    ports and its own temp dir; stopped (its process group) at the end of the pytest run.
 
     Yields the dashboard URL.
     """
