@@ -149,3 +149,32 @@ def test_docs_example_algorithm_registers_and_trains(ray_session) -> None:
         algo.stop()
     finally:
         ALGORITHMS.pop("my-vpg", None)
+
+
+def test_qtable_acts_with_the_column_mean_in_unvisited_entries():
+    """Never-updated entries act with the mean of their column's updated entries, and
+    the cached mean follows every change of the table."""
+    import torch
+
+    from lwmecps_rllib.algorithms import get_algorithm_class
+    from lwmecps_rllib.envs import make_env
+
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs"})
+    cfg = get_algorithm_class("qlearning").get_default_config()
+    spec = cfg.get_default_rl_module_spec()
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    spec.model_config = {**cfg._model_config, "table_size": 64}
+    module = spec.build()
+    obs = torch.as_tensor(np.stack([env.observation_space.sample() for _ in range(8)]))
+    rows = module.state_index(obs)
+    other = int((set(range(64)) - set(rows.tolist())).pop())
+    with torch.no_grad():  # one visited state elsewhere: value 2 best for every head
+        module.q[other] = -1.0
+        for d in range(4):
+            module.q[other, d * 5 + 2] = -0.1
+    assert module._greedy(obs).tolist() == [[2, 2, 2, 2]] * 8
+    with torch.no_grad():  # the table changes: the prior follows
+        for d in range(4):
+            module.q[other, d * 5 + 2] = -5.0
+            module.q[other, d * 5 + 3] = -0.1
+    assert module._greedy(obs).tolist() == [[3, 3, 3, 3]] * 8

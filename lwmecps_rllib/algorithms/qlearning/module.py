@@ -59,14 +59,23 @@ class QTableModule(FactorisedQModule):
         """Q-values per head for each observation: list of (B, nvec[d])."""
         return list(torch.split(self.q[self.state_index(obs)], self._dims, dim=-1))
 
+    def _column_prior(self) -> torch.Tensor:
+        """Mean of the updated entries of each column, recomputed only when the table
+        changed (a learner step or new weights), not on every action."""
+        version = (self.q.data_ptr(), self.q._version)
+        if getattr(self, "_prior_version", None) != version:
+            with torch.no_grad():
+                updated = self.q != 0
+                self._prior = (self.q * updated).sum(0) / updated.sum(0).clamp(min=1)
+            self._prior_version = version
+        return self._prior
+
     @override(FactorisedQModule)
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
         rows = self.q[self.state_index(obs)]
         unset = rows == 0
         if bool(unset.any()):
-            updated = self.q != 0
-            prior = (self.q * updated).sum(0) / updated.sum(0).clamp(min=1)
-            rows = torch.where(unset, prior.expand_as(rows), rows)
+            rows = torch.where(unset, self._column_prior().expand_as(rows), rows)
         acts = torch.stack([q.argmax(-1) for q in torch.split(rows, self._dims, dim=-1)], -1)
         return acts[:, 0] if self._discrete else acts
 
