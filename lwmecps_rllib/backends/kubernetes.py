@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lwmecps_rllib.backends.base import BackendError, GuardRailError
 from lwmecps_rllib.backends.metrics import (
     LoadGeneratorMetrics,
     MetricsError,
@@ -39,20 +40,8 @@ log = logging.getLogger(__name__)
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
-class BackendError(RuntimeError):
-    """The cluster could not be driven (API errors after retries, missing objects)."""
-
-
-class GuardRailError(BackendError):
-    """A request outside what the backend may touch; nothing was sent."""
-
-
 class RolloutTimeoutError(BackendError):
     """Deployments did not become ready in time. `state` is the cluster as asked for."""
-
-    def __init__(self, message: str, state: ClusterState | None = None) -> None:
-        super().__init__(message)
-        self.state = state
 
 
 @dataclass

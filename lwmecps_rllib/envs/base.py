@@ -7,8 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lwmecps_rllib.backends import Backend, SimBackend
-from lwmecps_rllib.backends.kubernetes import BackendError, GuardRailError
+from lwmecps_rllib.backends import Backend, BackendError, GuardRailError, SimBackend
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
@@ -162,7 +161,8 @@ class ClusterEnv(gym.Env):
                 # The cluster did not do what was asked (e.g. a rollout never became
                 # ready): penalise the step, report why, and keep the env usable.
                 error = str(exc)
-                self.state = getattr(exc, "state", None) or self.state
+                if exc.state is not None:
+                    self.state = exc.state
         self.state, self.last = self.backend.advance(self.state, self.np_random)
         self.steps += 1
         metrics = core.step_metrics(self.spec_, self.last, self.state.replicas,
