@@ -33,7 +33,7 @@ from lwmecps_rllib.backends.metrics import (
     MetricsSample,
     PrometheusMetrics,
 )
-from lwmecps_rllib.cluster import kernels
+from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,11 @@ class KubernetesBackend:
         """`replicas` within `[min_replicas, max_replicas]`."""
         return int(min(max(int(replicas), self.config.min_replicas), self.max_replicas))
 
+    def clamp_all(self, replicas: np.ndarray) -> np.ndarray:
+        """:meth:`clamp` of every count (int64)."""
+        return np.clip(np.asarray(replicas), self.config.min_replicas,
+                       self.max_replicas).astype(np.int64)
+
     def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> int:
         """Patch the scale subresource of a managed deployment; returns the count sent."""
         self._guard(deployment, namespace)
@@ -406,14 +411,12 @@ class KubernetesBackend:
         The slot is the wall clock's time of day (a real cluster cannot jump to
         `start_slot`); the initial replicas are the scenario's.
         """
-        from lwmecps_rllib.cluster import core
-
         sc = self.spec.scenario
         slot = int((self.clock() % (sc.n_slots * sc.slot_s)) // sc.slot_s)
         self.read_nodes()
         self.read_deployments()
         replicas = core.initial_replicas(self.spec, self.trace, np.array([slot - 1]))
-        replicas = np.vectorize(self.clamp)(replicas)
+        replicas = self.clamp_all(replicas)
         for name, n in zip(self.dep_names, replicas[0], strict=True):
             self.scale(name, int(n))
         if not self.spec.pinned:
@@ -426,7 +429,7 @@ class KubernetesBackend:
 
     def apply(self, state: ClusterState, replicas: np.ndarray, nodes: np.ndarray) -> ClusterState:
         """Scale and move what changed, then wait for the rollout."""
-        replicas = np.vectorize(self.clamp)(np.asarray(replicas)).reshape(1, -1)
+        replicas = self.clamp_all(replicas).reshape(1, -1)
         for i, name in enumerate(self.dep_names):
             if replicas[0, i] != state.replicas[0, i]:
                 self.scale(name, int(replicas[0, i]))
@@ -436,7 +439,7 @@ class KubernetesBackend:
                 if nodes[0, i] != state.node_of[0, i]:
                     self.move(name, self.node_names[int(nodes[0, i])])
                     moved = True
-        asked = dataclasses.replace(state, replicas=replicas.astype(np.int64))
+        asked = dataclasses.replace(state, replicas=replicas)
         if not self.spec.pinned and moved:
             asked = dataclasses.replace(asked, node_of=np.asarray(nodes).reshape(1, -1).copy())
         try:
@@ -496,8 +499,7 @@ def measurement_from_sample(spec: ClusterSpec, state: ClusterState, sample: Metr
     data[0, kernels.O_REQUESTS] = requests
     data[0, kernels.O_OK] = ok
     data[0, kernels.O_LATENCY] = sample.average_latency_ms * ok
-    t = state.slot * sc.slot_s
-    ready = np.sum(state.ready_at <= t[:, None, None], axis=2)[0]
+    ready = core.ready_counts(state, state.slot * sc.slot_s)[0]
     pods_on = np.zeros(n)
     np.add.at(pods_on, state.node_of[0], ready)
     names = list(sc.node_names)

@@ -65,7 +65,22 @@ def _number(data: dict[str, Any], key: str, where: str, required: bool = True) -
     return value
 
 
-class LoadGeneratorMetrics:
+class _HTTPProvider:
+    """A provider speaking HTTP through a `requests.Session` (given, or made on first use)."""
+
+    _session: Any = None
+
+    @property
+    def session(self) -> Any:
+        """The HTTP session."""
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+
+class LoadGeneratorMetrics(_HTTPProvider):
     """The testbed's load generator API.
 
     `GET /api/group_stats` must answer JSON with `average_latency` (ms); the optional
@@ -92,14 +107,6 @@ class LoadGeneratorMetrics:
         self._last_total: float | None = None
         self._last_failed: float = 0.0
 
-    @property
-    def session(self) -> Any:
-        """The HTTP session."""
-        if self._session is None:
-            import requests
-
-            self._session = requests.Session()
-        return self._session
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import requests
@@ -144,7 +151,7 @@ class LoadGeneratorMetrics:
                              failed=failed_now, timestamp=time.time())
 
 
-class PrometheusMetrics:
+class PrometheusMetrics(_HTTPProvider):
     """PromQL instant queries (`GET /api/v1/query`).
 
     Args:
@@ -176,14 +183,6 @@ class PrometheusMetrics:
         self.timeout_s = timeout_s
         self.clock = clock
 
-    @property
-    def session(self) -> Any:
-        """The HTTP session."""
-        if self._session is None:
-            import requests
-
-            self._session = requests.Session()
-        return self._session
 
     def start(self) -> None:
         """Nothing to start (Prometheus scrapes on its own)."""
