@@ -437,6 +437,18 @@ def _validate_run(cfg: SweepConfig) -> None:
 # --------------------------------------------------------------------------- Tune objects
 
 
+def _grid_values(cfg: SweepConfig, spec: Any) -> list[Any] | None:
+    """The values of a search-space entry Tune crosses as a grid (`grid`, and `choice`
+    under `search.algorithm: grid`), else None. Optuna and HyperOpt sweeps have none:
+    validation refuses `grid` there."""
+    if not isinstance(spec, dict):
+        return None
+    kind, args = next(iter(spec.items()))
+    if kind == "grid" or (kind == "choice" and cfg.search.algorithm == "grid"):
+        return list(args)
+    return None
+
+
 def search_space(cfg: SweepConfig) -> dict[str, Any]:
     """The Tune param space: every searched name -> a Tune domain (or a fixed value)."""
     from ray import tune
@@ -447,7 +459,7 @@ def search_space(cfg: SweepConfig) -> dict[str, Any]:
             out[name] = spec
             continue
         kind, args = next(iter(spec.items()))
-        if kind == "grid" or (kind == "choice" and cfg.search.algorithm == "grid"):
+        if _grid_values(cfg, spec) is not None:
             out[name] = tune.grid_search(list(args))
         elif kind == "choice":
             out[name] = tune.choice(list(args))
@@ -627,12 +639,10 @@ def trial_rows(results: Any, cfg: SweepConfig) -> list[dict[str, Any]]:
 def expected_trials(cfg: SweepConfig) -> int:
     """Trials the sweep makes: `num_samples`, times the grid sizes for Tune's generator."""
     n = cfg.search.num_samples
-    if cfg.search.algorithm in ("random", "grid"):
-        for spec in cfg.search_space.values():
-            if isinstance(spec, dict):
-                kind, args = next(iter(spec.items()))
-                if kind == "grid" or (kind == "choice" and cfg.search.algorithm == "grid"):
-                    n *= len(args)
+    for spec in cfg.search_space.values():
+        values = _grid_values(cfg, spec)
+        if values is not None:
+            n *= len(values)
     return n
 
 
