@@ -36,17 +36,20 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "train_batch_size_per_learner": 128, "target_network_update_freq": 2000,
             "learning_starts": 2000},
     "qlearning": {"learning_rate": 0.2, "discount_factor": 0.9, "epsilon": 0.02,
-                  "epsilon_timesteps": 60000, "bins": 3},
+                  "epsilon_timesteps": 60000, "bins": 10},
 }
 
 
 def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
-    """Env steps/s of PPO (same config, 16 envs, one local runner) on LWMECPSEnv3 and CartPole."""
-    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig  # noqa: F401
+    """Env steps/s of PPO (same config, 16 envs, one local runner) on LWMECPSEnv3 and CartPole.
 
+    Both algorithms are built and warmed up first, then train in alternation (one
+    iteration each, in turn) until each has sampled `steps` env steps, so drift in the
+    machine's speed hits both alike.
+    """
     from lwmecps_rllib.algorithms import build_config
 
-    out = {}
+    algos = {}
     for name in ("LWMECPSEnv3", "CartPole-v1"):
         cfg = build_config("ppo", scenario=scenario, params=SETTINGS["ppo"], seed=seed,
                            num_envs=16)
@@ -54,18 +57,22 @@ def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
             cfg.env = "CartPole-v1"
             cfg.env_config = {}
             cfg.env_runners(gym_env_vectorize_mode="sync")
-        algo = cfg.build_algo()
-        algo.train()  # warm-up
-        t0 = time.perf_counter()
-        done = 0
-        start = None
-        while done < steps:
-            r = algo.train()
-            life = r["env_runners"]["num_env_steps_sampled_lifetime"]
-            start = start if start is not None else life - 4096
-            done = life - start
-        out[name] = done / (time.perf_counter() - t0)
+        algos[name] = cfg.build_algo()
+        algos[name].train()  # warm-up
+    done = dict.fromkeys(algos, 0)
+    spent = dict.fromkeys(algos, 0.0)
+    last = {n: a.train()["env_runners"]["num_env_steps_sampled_lifetime"]
+            for n, a in algos.items()}  # second warm-up, and the step counters
+    while min(done.values()) < steps:
+        for name, algo in algos.items():
+            t0 = time.perf_counter()
+            life = algo.train()["env_runners"]["num_env_steps_sampled_lifetime"]
+            spent[name] += time.perf_counter() - t0
+            done[name] += life - last[name]
+            last[name] = life
+    for algo in algos.values():
         algo.stop()
+    out = {name: done[name] / spent[name] for name in algos}
     out["ratio"] = out["LWMECPSEnv3"] / out["CartPole-v1"]
     return {k: round(v, 3) for k, v in out.items()}
 
@@ -75,7 +82,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--algos", default="ppo,dqn,qlearning")
     p.add_argument("--scenarios", default="testbed-4bs-peak,testbed-4bs")
-    p.add_argument("--steps", default='{"ppo": 1000000, "dqn": 300000, "qlearning": 1000000}',
+    p.add_argument("--steps", default='{"ppo": 1000000, "dqn": 600000, "qlearning": 500000}',
                    help="env-step budget: one number for all, or JSON per algorithm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="all", help="'all', 'none' or a comma list")

@@ -178,3 +178,67 @@ def test_qtable_acts_with_the_column_mean_in_unvisited_entries():
             module.q[other, d * 5 + 2] = -5.0
             module.q[other, d * 5 + 3] = -0.1
     assert module._greedy(obs).tolist() == [[3, 3, 3, 3]] * 8
+
+
+@pytest.mark.parametrize("dims", [[5, 5, 5, 5], [2], [3, 4]])
+def test_module_sampling_matches_rllibs_multi_categorical(dims):
+    """PPO's module draws actions itself: same log-probabilities and greedy actions as
+    RLlib's distribution, and sampling frequencies follow the softmax."""
+    import torch
+    from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
+
+    from lwmecps_rllib.algorithms.common import sample_categoricals
+
+    torch.manual_seed(0)
+    discrete = len(dims) == 1
+    logits = torch.randn(64, sum(dims))
+    dist = TorchMultiCategorical.get_partial_dist_cls(input_lens=dims).from_logits(logits)
+    actions, logp = sample_categoricals(logits, dims, discrete)
+    as_multi = actions[:, None] if discrete else actions
+    torch.testing.assert_close(logp, dist.logp(as_multi), atol=1e-5, rtol=1e-5)
+    greedy, _ = sample_categoricals(logits, dims, discrete, greedy=True)
+    greedy = greedy[:, None] if discrete else greedy
+    assert torch.equal(greedy, dist.to_deterministic().sample())
+    one = logits[:1].repeat(100_000, 1)
+    drawn, _ = sample_categoricals(one, dims, discrete)
+    drawn = drawn[:, None] if discrete else drawn
+    for d, part in enumerate(torch.split(logits[0], dims)):
+        freq = np.bincount(drawn[:, d].numpy(), minlength=dims[d]) / 100_000
+        np.testing.assert_allclose(freq, torch.softmax(part, 0).numpy(), atol=0.01)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_local_views_share_one_function_across_deployments(algo):
+    """With `views="local"` every deployment's head is the same function of its own
+    features (and, for PPO, the whole observation): two deployments in the same local
+    state get the same values, and a head ignores the other deployments' features."""
+    import torch
+
+    env_cfg = build_config(algo, scenario="testbed-4bs-peak", params={"views": "local"})
+    views = env_cfg.model_config["head_features"]
+    assert views == [[28 + d, 20 + d, 24 + d, 5 * d + 4] for d in range(4)]
+    spec = env_cfg.get_default_rl_module_spec()
+    from lwmecps_rllib.envs import make_env
+
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs-peak"})
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    spec.model_config = env_cfg.model_config
+    module = spec.build()
+    obs = torch.as_tensor(np.stack([env.observation_space.sample() for _ in range(6)]))
+    assert obs.shape[1] == 34
+    for a, b in ((0, 1), (2, 3)):  # deployment b in the same local state as a
+        obs[:, views[b]] = obs[:, views[a]]
+    if algo == "ppo":
+        heads = module.logits(obs).view(6, 4, 5)
+    else:
+        if algo == "qlearning":
+            with torch.no_grad():
+                module.q.uniform_(-1, 0)
+        heads = torch.stack(module.heads(obs), 1)
+    torch.testing.assert_close(heads[:, 0], heads[:, 1])
+    torch.testing.assert_close(heads[:, 2], heads[:, 3])
+    assert not torch.allclose(heads[:, 0], heads[:, 2])
+    with pytest.raises(ValueError, match="views must be one of"):
+        build_config(algo, params={"views": "sideways"})
+    with pytest.raises(ValueError, match="views='local' needs an env with per-head views"):
+        _ = build_config(algo, env="LWMECPSEnv2", params={"views": "local"}).model_config

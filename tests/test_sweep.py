@@ -46,7 +46,7 @@ def test_search_space_maps_to_tune_domains():
     assert space["learning_rate"].lower == 1e-4 and space["learning_rate"].upper == 1e-3
     assert isinstance(space["discount_factor"], Categorical)
     grid = search_space(load_sweep(Path(CONFIGS[0]).parent / "qlearning.yaml"))
-    assert grid["bins"] == {"grid_search": [3, 4, 5]}
+    assert grid["bins"] == {"grid_search": [5, 8, 10]}
 
 
 def test_reference_names_are_training_parameters():

@@ -19,6 +19,8 @@ from ray.rllib.utils.annotations import override
 ENV_METRICS = ("latency", "resource_usage", "pod_count", "failed_requests")
 #: The reference's hyper-parameter names (RLlib's `lr`, `gamma`, and the algorithm's epsilon).
 REFERENCE_PARAMS = ("learning_rate", "discount_factor", "epsilon")
+#: Allowed `views` settings (None: the algorithm's default).
+VIEWS = (None, "local", "global")
 
 
 def check_param(name: str, value: Any, low: float | None = None, high: float | None = None,
@@ -54,6 +56,16 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
         self.epsilon = 0.1
         self.callbacks_class = EnvMetricsCallback
         self.num_env_runners = 0
+        # Our actions are Discrete/MultiDiscrete: nothing to unsquash or clip, so the
+        # env runner need not copy every action batch to do it.
+        self.normalize_actions = False
+        self.clip_actions = False
+        self.views: str | None = None
+        """How the module reads the observation per action head. `"local"`: each head
+        (deployment) gets its own features (`lwmecps_rllib.envs.head_views`: its
+        station's users, its replicas and ready replicas, its node's latency) and the
+        heads share parameters; `"global"`: one function of the whole
+        observation. None: the algorithm's default."""
 
     def _set_epsilon(self, value: float) -> None:
         check_param("epsilon", value, 0.0, 1.0)
@@ -73,8 +85,35 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
             check_param("discount_factor", kwargs["gamma"], 0.0, 1.0)
         if epsilon is not NotProvided:
             self._set_epsilon(epsilon)
+        views = kwargs.pop("views", NotProvided)
+        if views is not NotProvided:
+            if views not in VIEWS:
+                raise ValueError(f"views must be one of {list(VIEWS)}, got {views!r}")
+            self.views = views
         super().training(**kwargs)
         return self
+
+    def head_features(self, default: str) -> list[list[int]] | None:
+        """Per-head observation indices for the `views` setting, or None for global.
+
+        Args:
+            default: The algorithm's choice when `views` is None: `"local"` where the
+                env defines per-head views (LWMECPSEnv3, else global), or `"global"`.
+
+        Raises:
+            ValueError: `views="local"` on an env without per-head views.
+        """
+        views = self.views or default
+        if views == "global":
+            return None
+        from lwmecps_rllib.envs import head_views
+
+        env = self.env if isinstance(self.env, str) else None
+        found = head_views(env, self.env_config) if env else None
+        if found is None and self.views == "local":
+            raise ValueError(f"views='local' needs an env with per-head views (LWMECPSEnv3), "
+                             f"got env {self.env!r}; use views='global'")
+        return found
 
     @override(AlgorithmConfig)
     def update_from_dict(self, config_dict: dict[str, Any]) -> LWMECPSAlgorithmConfig:
@@ -110,14 +149,18 @@ class EnvMetricsCallback(RLlibCallback):
         """Average `latency`, `resource_usage`, `pod_count`, `failed_requests` over the episode."""
         if metrics_logger is None:
             return
-        infos = []
+        sums = dict.fromkeys(ENV_METRICS, 0.0)
+        n = 0
         for chunk in [*(prev_episode_chunks or []), episode]:
-            infos.extend(i for i in chunk.get_infos() if "latency" in i)
-        if not infos:
+            for info in chunk.get_infos():
+                if "latency" in info:
+                    n += 1
+                    for key in ENV_METRICS:
+                        sums[key] += info[key]
+        if not n:
             return
         for key in ENV_METRICS:
-            metrics_logger.log_value(key, float(np.mean([i[key] for i in infos])),
-                                     reduce="mean", window=100)
+            metrics_logger.log_value(key, float(sums[key]) / n, reduce="mean", window=100)
 
 
     @override(RLlibCallback)
@@ -174,6 +217,64 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int) -> torch.nn.Sequential:
         last = h
     layers.append(torch.nn.Linear(last, out_dim))
     return torch.nn.Sequential(*layers)
+
+
+def head_feature_index(views: Any, dims: list[int], obs_dim: int) -> np.ndarray | None:
+    """`model_config["head_features"]` checked against the spaces: (heads, k) or None.
+
+    Raises:
+        ValueError: unless it gives, for each action head (all of one size), the same
+            number of indices into the flat observation.
+    """
+    if views is None:
+        return None
+    arr = np.asarray(views, dtype=np.int64)
+    if (arr.ndim != 2 or arr.shape[0] != len(dims) or len(set(dims)) != 1
+            or arr.min() < 0 or arr.max() >= obs_dim):
+        raise ValueError(f"head_features must give, for each of the {len(dims)} action heads "
+                         f"(all of one size), the same number of observation indices in "
+                         f"[0, {obs_dim}), got {views!r}")
+    return arr
+
+
+def per_head_input(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """(B, heads, k + obs_dim): each head's own features, then the whole observation."""
+    return torch.cat([x[:, views], x[:, None, :].expand(-1, views.shape[0], -1)], -1)
+
+
+def sample_categoricals(logits: torch.Tensor, dims: list[int], discrete: bool,
+                        greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample (or take the argmax of) one categorical per action dimension, with logp.
+
+    The same draw as RLlib's `TorchMultiCategorical` (independent categoricals over
+    side-by-side logits), in a few tensor ops: Gumbel-max sampling, log-probabilities
+    from one `log_softmax`. Returning actions from the module spares the env runner
+    building a distribution object per step.
+
+    Args:
+        logits: (B, sum(dims)) logits.
+        dims: Choices per action dimension.
+        discrete: Whether the action space is a single Discrete ((B,) actions).
+        greedy: Argmax instead of sampling.
+
+    Returns:
+        Actions (B,) or (B, len(dims)) int64, and their log-probability (B,).
+    """
+    if len(set(dims)) == 1:
+        per_head = [logits.view(logits.shape[0], len(dims), dims[0])]
+    else:
+        per_head = [x[:, None, :] for x in torch.split(logits, dims, dim=-1)]
+    acts, logp = [], 0.0
+    for lg in per_head:
+        if greedy:
+            a = lg.argmax(-1)
+        else:
+            u = torch.rand_like(lg).clamp_(1e-20, 1.0)
+            a = (lg - torch.log(-torch.log(u))).argmax(-1)
+        logp = logp + torch.log_softmax(lg, -1).gather(-1, a[..., None]).squeeze(-1).sum(-1)
+        acts.append(a)
+    actions = torch.cat(acts, dim=1)
+    return (actions[:, 0] if discrete else actions), logp
 
 
 class ScaleRewards(ConnectorV2):

@@ -40,6 +40,24 @@ def env3_box_obs(spec: ClusterSpec, state: ClusterState, m: Measurement) -> np.n
     return out
 
 
+def env3_head_views(spec: ClusterSpec) -> list[list[int]]:
+    """Per deployment, the indices of the box observation that describe it alone.
+
+    For deployment `d` (served from node `h`, serving station `s`): the users of `s`,
+    the replicas and the ready replicas of `d`, and the latency of `h`, in that order.
+    Algorithms that factorise the action per deployment can look at these few features
+    (tabular Q-learning's shared table) or share one network across deployments.
+    """
+    n, d_all = spec.n_nodes, spec.n_deployments
+    users_at = 5 * n + 2 * d_all
+    views = []
+    for d in range(d_all):
+        station = int(np.flatnonzero(spec.station_deployment == d)[0])
+        views.append([users_at + station, 5 * n + d, 5 * n + d_all + d,
+                      5 * int(spec.home_node[d]) + 4])
+    return views
+
+
 def _scalar(high: float) -> spaces.Box:
     return spaces.Box(0.0, np.float32(high), shape=(), dtype=np.float32)
 

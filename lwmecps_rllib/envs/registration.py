@@ -50,6 +50,22 @@ def make_env(name: str, config: dict[str, Any] | None = None) -> gym.Env | gym.v
     return cls(**cfg)
 
 
+def head_views(name: str, config: dict[str, Any] | None = None) -> list[list[int]] | None:
+    """Per action head, the box-observation indices that describe it, or None.
+
+    LWMECPSEnv3 has one head per deployment (see
+    :func:`lwmecps_rllib.envs.lwmecps_env3.env3_head_views`); the placement envs and
+    any other env have no such views.
+    """
+    if name != "LWMECPSEnv3":
+        return None
+    from lwmecps_rllib.envs.lwmecps_env3 import env3_head_views, env3_spec
+    from lwmecps_rllib.scenarios import load_scenario
+
+    return env3_head_views(env3_spec(load_scenario((config or {}).get("scenario",
+                                                                      "testbed-4bs"))))
+
+
 def register_rllib_envs() -> None:
     """Register the three envs with `ray.tune.registry.register_env` under their names."""
     from ray.tune.registry import register_env

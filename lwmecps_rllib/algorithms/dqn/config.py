@@ -93,7 +93,8 @@ class DQNConfig(LWMECPSAlgorithmConfig):
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return {"epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
-                "epsilon_timesteps": self.epsilon_timesteps}
+                "epsilon_timesteps": self.epsilon_timesteps,
+                "head_features": self.head_features(default="local")}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

@@ -12,7 +12,12 @@ from ray.rllib.core.rl_module.apis.target_network_api import TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import FactorisedQModule, mlp
+from lwmecps_rllib.algorithms.common import (
+    FactorisedQModule,
+    head_feature_index,
+    mlp,
+    per_head_input,
+)
 
 QF = "qf_preds"
 QF_NEXT = "qf_next_preds"
@@ -26,19 +31,30 @@ class DQNModule(FactorisedQModule, TargetNetworkAPI):
     `prod(nvec)` joint actions (625 on the testbed, 5^64 on city-64); the additive
     factorisation keeps one head of `nvec[d]` values per dimension, and the joint greedy
     action is the per-head argmax. `model_config`: `hidden` (layer sizes),
-    `epsilon_start`, `epsilon` (final), `epsilon_timesteps` (linear decay).
+    `head_features` (`views="local"`: one network shared by the heads, each reading its
+    own features followed by the whole observation), `epsilon_start`, `epsilon`
+    (final), `epsilon_timesteps` (linear decay).
     """
 
     @override(TorchRLModule)
     def setup(self) -> None:
         self.setup_actions()
         obs_dim = int(np.prod(self.observation_space.shape))
-        self.qf = mlp(obs_dim, list(self.model_config.get("hidden", [128, 128])),
-                      sum(self._dims))
+        hidden = list(self.model_config.get("hidden", [128, 128]))
+        views = head_feature_index(self.model_config.get("head_features"), self._dims,
+                                   obs_dim)
+        self.register_buffer("_views", None if views is None else torch.tensor(views))
+        if views is None:
+            self.qf = mlp(obs_dim, hidden, sum(self._dims))
+        else:
+            self.qf = mlp(views.shape[1] + obs_dim, hidden, self._dims[0])
 
     def q_heads(self, net: torch.nn.Module, obs: torch.Tensor) -> list[torch.Tensor]:
         """Q-values of every head of `net`: a list of (B, nvec[d]) tensors."""
-        return list(torch.split(net(obs.flatten(1)), self._dims, dim=-1))
+        x = obs.flatten(1)
+        if self._views is None:
+            return list(torch.split(net(x), self._dims, dim=-1))
+        return list(net(per_head_input(x, self._views)).unbind(1))
 
     @override(FactorisedQModule)
     def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:

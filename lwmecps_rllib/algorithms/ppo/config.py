@@ -90,6 +90,11 @@ class PPOConfig(LWMECPSAlgorithmConfig):
             self.entropy_coeff = entropy_coeff
         return self
 
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {"head_features": self.head_features(default="global")}
+
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from lwmecps_rllib.algorithms.ppo.module import PPOModule

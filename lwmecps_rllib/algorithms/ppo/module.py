@@ -15,7 +15,13 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import action_dims, mlp
+from lwmecps_rllib.algorithms.common import (
+    action_dims,
+    head_feature_index,
+    mlp,
+    per_head_input,
+    sample_categoricals,
+)
 
 
 class PPOModule(TorchRLModule, ValueFunctionAPI):
@@ -24,6 +30,13 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
     `model_config`: `hidden` (list of layer sizes, default `[128, 128]`). A
     MultiDiscrete action (replicas or node per deployment) is a product of independent
     categoricals, one per deployment, whose logits the policy net outputs side by side.
+    When acting, the module draws the actions itself (and their log-probability, which
+    the loss needs); training reads the logits through `action_dist_cls`.
+
+    With `head_features` (one list of observation indices per head, `views="local"`)
+    the policy is one network shared by all heads: head `d` reads its own features
+    followed by the whole observation and outputs its `nvec[d]` logits. What the policy
+    learns at one deployment holds at every other.
     """
 
     @override(TorchRLModule)
@@ -31,7 +44,14 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
         obs_dim = int(np.prod(self.observation_space.shape))
         hidden = list(self.model_config.get("hidden", [128, 128]))
         self._dims = action_dims(self.action_space)
-        self.pi = mlp(obs_dim, hidden, sum(self._dims))
+        self._discrete = len(self._dims) == 1 and not self.action_space.shape
+        views = head_feature_index(self.model_config.get("head_features"), self._dims,
+                                   obs_dim)
+        self.register_buffer("_views", None if views is None else torch.tensor(views))
+        if views is None:
+            self.pi = mlp(obs_dim, hidden, sum(self._dims))
+        else:
+            self.pi = mlp(views.shape[1] + obs_dim, hidden, self._dims[0])
         self.vf = mlp(obs_dim, hidden, 1)
         if len(self._dims) == 1 and not self.action_space.shape:
             self.action_dist_cls = TorchCategorical
@@ -39,9 +59,30 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
             self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(
                 input_lens=self._dims)
 
+    def logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, sum(nvec)) action logits, the heads side by side."""
+        x = obs.flatten(1)
+        if self._views is None:
+            return self.pi(x)
+        return self.pi(per_head_input(x, self._views)).flatten(1)
+
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return {Columns.ACTION_DIST_INPUTS: self.pi(batch[Columns.OBS].flatten(1))}
+        return {Columns.ACTION_DIST_INPUTS: self.logits(batch[Columns.OBS])}
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            actions, logp = sample_categoricals(self.logits(batch[Columns.OBS]),
+                                                self._dims, self._discrete)
+        return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp}
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with torch.no_grad():
+            actions, _ = sample_categoricals(self.logits(batch[Columns.OBS]),
+                                             self._dims, self._discrete, greedy=True)
+        return {Columns.ACTIONS: actions}
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any],

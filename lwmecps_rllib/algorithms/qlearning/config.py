@@ -27,7 +27,7 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
 
     Example:
         >>> config = (QLearningConfig().environment("LWMECPSEnv3")
-        ...           .training(learning_rate=0.1, discount_factor=0.9, epsilon=0.05, bins=4))
+        ...           .training(learning_rate=0.1, discount_factor=0.9, epsilon=0.05, bins=10))
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -42,10 +42,10 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
         """Initial exploration rate."""
         self.epsilon_timesteps = 20000
         """Env steps of the linear decay from `epsilon_start` to `epsilon`."""
-        self.bins = 4
+        self.bins = 10
         """Bins per observation feature."""
         self.table_size = 16384
-        """Rows of the Q-table (hashed discretised states)."""
+        """Rows of the Q-table (exact up to `bins^features`, else hashed)."""
         self.reward_scale = 0.01
         """Rewards are multiplied by this in the TD target."""
         self.rollout_fragment_length = 32
@@ -57,7 +57,8 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
     def training(self, *, bins: int = NotProvided, table_size: int = NotProvided,
                  epsilon_start: float = NotProvided, epsilon_timesteps: int = NotProvided,
                  reward_scale: float = NotProvided, **kwargs: Any) -> QLearningConfig:
-        """Q-learning settings plus the common ones."""
+        """Q-learning settings plus the common ones (and `views`: local by default, so
+        each deployment's head looks up its own features in one shared table)."""
         super().training(**kwargs)
         for name, value, low in (("bins", bins, 1), ("table_size", table_size, 1),
                                  ("epsilon_timesteps", epsilon_timesteps, 0)):
@@ -76,8 +77,10 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return {"bins": self.bins, "table_size": self.table_size,
+                "head_features": self.head_features(default="local"),
                 "epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
                 "epsilon_timesteps": self.epsilon_timesteps}
+
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

@@ -17,13 +17,23 @@ from lwmecps_rllib.algorithms.dqn.learner import joint_q
 from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
 
 
+def _per_head(actions: torch.Tensor) -> list[torch.Tensor]:
+    """(B,) or (B, heads) actions as one (B,) long tensor per head."""
+    if actions.dim() == 1:
+        actions = actions[:, None]
+    return list(actions.long().unbind(1))
+
+
 class QLearningLearner(TorchLearner):
     """`Q(s,a) <- Q(s,a) + lr * (r + gamma * max_a' Q(s',a') - Q(s,a))` through SGD.
 
-    The loss is `0.5 * n_heads * sum_batch (Q(s,a) - target)^2` with the target held
-    fixed; with `Q(s,a) = mean_d Q[s,d,a_d]`, its gradient on each touched entry is the
-    TD error, so one SGD step of size `lr` is exactly the tabular update with step `lr`
-    (for a state-action that appears once in the batch).
+    With `Q(s,a) = mean_d Q_d(s, a_d)` and TD error `td = Q(s,a) - target` (target held
+    fixed), the loss is the semi-gradient surrogate `sum_{i,d} Q_d(s_i, a_id) *
+    td_i / n(i,d)`, where `n(i,d)` counts how often the table entry of sample `i`'s
+    head `d` occurs in the batch. Its gradient on each touched entry is the mean TD
+    error over the entry's occurrences, so one SGD step of size `lr` is exactly the
+    tabular update with step `lr` — also when many samples (or, with a shared table,
+    many heads) hit the same entry, which a summed squared error would over-step.
     """
 
     @override(TorchLearner)
@@ -37,22 +47,28 @@ class QLearningLearner(TorchLearner):
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         params = self.get_parameters(self._module[module_id])
         self.register_optimizer(module_id=module_id,
-                                optimizer=torch.optim.SGD(params, lr=config.lr),
+                                # lr (a value or an RLlib schedule) is set on registration
+                                optimizer=torch.optim.SGD(params, lr=0.0),
                                 params=params, lr_or_lr_schedule=config.lr)
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
         heads = fwd_out[QF]
-        q_sa = joint_q(heads, batch[Columns.ACTIONS])
+        picked = torch.stack([q.gather(-1, a[:, None]).squeeze(-1) for q, a in zip(
+            heads, _per_head(batch[Columns.ACTIONS]), strict=True)], -1)
+        q_sa = picked.mean(-1)
         with torch.no_grad():
             best = torch.stack([q.argmax(-1) for q in fwd_out[QF_NEXT]], -1)
             done = batch[Columns.TERMINATEDS].float()
             target = (batch[Columns.REWARDS] * config.reward_scale
                       + config.gamma * (1 - done) * joint_q(fwd_out[QF_NEXT], best))
         td = q_sa - target
-        loss = 0.5 * len(heads) * torch.sum(td**2)
-        self.metrics.log_dict({"td_loss": loss.detach() / max(1, td.shape[0]),
+        entries = self._module[module_id].entry_ids(batch[Columns.OBS], batch[Columns.ACTIONS])
+        _, inverse, counts = torch.unique(entries, return_inverse=True, return_counts=True)
+        weight = (td[:, None] / counts[inverse]).detach()
+        loss = torch.sum(picked * weight)
+        self.metrics.log_dict({"td_loss": 0.5 * (td.detach() ** 2).mean(),
                                "td_error_abs": td.detach().abs().mean(),
                                "q_mean": q_sa.detach().mean()}, key=module_id, window=1)
         return loss
