@@ -237,9 +237,37 @@ def head_feature_index(views: Any, dims: list[int], obs_dim: int) -> np.ndarray 
     return arr
 
 
-def per_head_input(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-    """(B, heads, k + obs_dim): each head's own features, then the whole observation."""
-    return torch.cat([x[:, views], x[:, None, :].expand(-1, views.shape[0], -1)], -1)
+class SharedHeadMLP(torch.nn.Module):
+    """One MLP shared by the action heads: head `d` reads its own features
+    (`views[d]`), then the whole observation, and outputs its `n` values.
+
+    `forward` returns (B, heads * n), the heads side by side, the layout of a plain
+    MLP with `sum(nvec)` outputs.
+    """
+
+    def __init__(self, views: np.ndarray, obs_dim: int, hidden: list[int], n: int) -> None:
+        super().__init__()
+        self.register_buffer("views", torch.tensor(views))
+        self.net = mlp(views.shape[1] + obs_dim, hidden, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, obs_dim) -> (B, heads * n)."""
+        per_head = torch.cat([x[:, self.views],
+                              x[:, None, :].expand(-1, self.views.shape[0], -1)], -1)
+        return self.net(per_head).flatten(1)
+
+
+def heads_mlp(model_config: dict[str, Any], dims: list[int], obs_dim: int,
+              hidden: list[int]) -> torch.nn.Module:
+    """The network of the action heads: (B, obs_dim) -> (B, sum(dims)).
+
+    A plain MLP over the whole observation, or with `model_config["head_features"]`
+    (`views="local"`) a :class:`SharedHeadMLP`.
+    """
+    views = head_feature_index(model_config.get("head_features"), dims, obs_dim)
+    if views is None:
+        return mlp(obs_dim, hidden, sum(dims))
+    return SharedHeadMLP(views, obs_dim, hidden, dims[0])
 
 
 def sample_categoricals(logits: torch.Tensor, dims: list[int], discrete: bool,

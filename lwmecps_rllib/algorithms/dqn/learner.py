@@ -18,12 +18,17 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT, QF_NEXT_TARGET
 
 
-def joint_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
-    """`mean_d Q_d(s, a_d)` for the taken actions."""
+def picked_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """(B, heads) `Q_d(s, a_d)` of the taken actions ((B,) or (B, heads))."""
     if actions.dim() == 1:
         actions = actions[:, None]
     picked = [q.gather(-1, actions[:, d:d + 1].long()).squeeze(-1) for d, q in enumerate(heads)]
-    return torch.stack(picked, -1).mean(-1)
+    return torch.stack(picked, -1)
+
+
+def joint_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """`mean_d Q_d(s, a_d)` for the taken actions."""
+    return picked_q(heads, actions).mean(-1)
 
 
 class DQNLearner(TorchLearner):

@@ -12,12 +12,7 @@ from ray.rllib.core.rl_module.apis.target_network_api import TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import (
-    FactorisedQModule,
-    head_feature_index,
-    mlp,
-    per_head_input,
-)
+from lwmecps_rllib.algorithms.common import FactorisedQModule, heads_mlp
 
 QF = "qf_preds"
 QF_NEXT = "qf_next_preds"
@@ -40,21 +35,12 @@ class DQNModule(FactorisedQModule, TargetNetworkAPI):
     def setup(self) -> None:
         self.setup_actions()
         obs_dim = int(np.prod(self.observation_space.shape))
-        hidden = list(self.model_config.get("hidden", [128, 128]))
-        views = head_feature_index(self.model_config.get("head_features"), self._dims,
-                                   obs_dim)
-        self.register_buffer("_views", None if views is None else torch.tensor(views))
-        if views is None:
-            self.qf = mlp(obs_dim, hidden, sum(self._dims))
-        else:
-            self.qf = mlp(views.shape[1] + obs_dim, hidden, self._dims[0])
+        self.qf = heads_mlp(self.model_config, self._dims, obs_dim,
+                            list(self.model_config.get("hidden", [128, 128])))
 
     def q_heads(self, net: torch.nn.Module, obs: torch.Tensor) -> list[torch.Tensor]:
         """Q-values of every head of `net`: a list of (B, nvec[d]) tensors."""
-        x = obs.flatten(1)
-        if self._views is None:
-            return list(torch.split(net(x), self._dims, dim=-1))
-        return list(net(per_head_input(x, self._views)).unbind(1))
+        return list(torch.split(net(obs.flatten(1)), self._dims, dim=-1))
 
     @override(FactorisedQModule)
     def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:

@@ -15,13 +15,7 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import (
-    action_dims,
-    head_feature_index,
-    mlp,
-    per_head_input,
-    sample_categoricals,
-)
+from lwmecps_rllib.algorithms.common import action_dims, heads_mlp, mlp, sample_categoricals
 
 
 class PPOModule(TorchRLModule, ValueFunctionAPI):
@@ -45,13 +39,7 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
         hidden = list(self.model_config.get("hidden", [128, 128]))
         self._dims = action_dims(self.action_space)
         self._discrete = len(self._dims) == 1 and not self.action_space.shape
-        views = head_feature_index(self.model_config.get("head_features"), self._dims,
-                                   obs_dim)
-        self.register_buffer("_views", None if views is None else torch.tensor(views))
-        if views is None:
-            self.pi = mlp(obs_dim, hidden, sum(self._dims))
-        else:
-            self.pi = mlp(views.shape[1] + obs_dim, hidden, self._dims[0])
+        self.pi = heads_mlp(self.model_config, self._dims, obs_dim, hidden)
         self.vf = mlp(obs_dim, hidden, 1)
         if len(self._dims) == 1 and not self.action_space.shape:
             self.action_dist_cls = TorchCategorical
@@ -61,10 +49,7 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, sum(nvec)) action logits, the heads side by side."""
-        x = obs.flatten(1)
-        if self._views is None:
-            return self.pi(x)
-        return self.pi(per_head_input(x, self._views)).flatten(1)
+        return self.pi(obs.flatten(1))
 
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -81,7 +81,6 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
                 "epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
                 "epsilon_timesteps": self.epsilon_timesteps}
 
-
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from lwmecps_rllib.algorithms.qlearning.module import QTableModule

@@ -13,15 +13,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.dqn.learner import joint_q
+from lwmecps_rllib.algorithms.dqn.learner import joint_q, picked_q
 from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
-
-
-def _per_head(actions: torch.Tensor) -> list[torch.Tensor]:
-    """(B,) or (B, heads) actions as one (B,) long tensor per head."""
-    if actions.dim() == 1:
-        actions = actions[:, None]
-    return list(actions.long().unbind(1))
 
 
 class QLearningLearner(TorchLearner):
@@ -55,8 +48,7 @@ class QLearningLearner(TorchLearner):
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
         heads = fwd_out[QF]
-        picked = torch.stack([q.gather(-1, a[:, None]).squeeze(-1) for q, a in zip(
-            heads, _per_head(batch[Columns.ACTIONS]), strict=True)], -1)
+        picked = picked_q(heads, batch[Columns.ACTIONS])
         q_sa = picked.mean(-1)
         with torch.no_grad():
             best = torch.stack([q.argmax(-1) for q in fwd_out[QF_NEXT]], -1)
