@@ -45,10 +45,13 @@ def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
 
     Both algorithms are built and warmed up first, then train in alternation (one
     iteration each, in turn) until each has sampled `steps` env steps, so drift in the
-    machine's speed hits both alike.
+    machine's speed hits both alike. One torch thread, as `train` uses.
     """
+    import torch
+
     from lwmecps_rllib.algorithms import build_config
 
+    torch.set_num_threads(1)
     algos = {}
     for name in ("LWMECPSEnv3", "CartPole-v1"):
         cfg = build_config("ppo", scenario=scenario, params=SETTINGS["ppo"], seed=seed,

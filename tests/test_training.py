@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lwmecps_rllib import train as train_cli
 
@@ -23,6 +24,7 @@ def test_train_cli_trains_checkpoints_and_evaluates(ray_session, tmp_path: Path,
                            "--iterations", "2", "--output", str(out), "--eval-steps", "20",
                            "--num-envs", "4", *TINY_PPO])
     assert code == 0
+    assert torch.get_num_threads() == 1  # the default --torch-threads
     text = capsys.readouterr().out
     assert "iter    2" in text and "steps/s" in text and "oracle" in text and "ppo" in text
     history = json.loads((out / "metrics.json").read_text())
@@ -41,6 +43,9 @@ def test_train_cli_rejects_bad_input(capsys: pytest.CaptureFixture, tmp_path: Pa
     assert train_cli.main(["--algo", "dqn", "--param", "learning_rate=-1",
                            "--output", str(tmp_path)]) == 2
     assert "learning_rate" in capsys.readouterr().err
+    assert train_cli.main(["--algo", "ppo", "--torch-threads", "-1",
+                           "--output", str(tmp_path)]) == 2
+    assert "torch_threads must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_agent_facade_round_trip(ray_session, tmp_path: Path) -> None:
