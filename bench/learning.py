@@ -6,6 +6,7 @@ configuration on CartPole-v1, in the same process.
 
     python bench/learning.py [--algos ppo,dqn,qlearning] [--scenarios testbed-4bs-peak,testbed-4bs]
                              [--steps '{"ppo": 1000000, ...}' | N] [--seed 0]
+                             [--shuffle-stations ppo,dqn]
 
 Prints one JSON object.
 """
@@ -89,6 +90,8 @@ def main() -> None:
                    help="env-step budget: one number for all, or JSON per algorithm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="all", help="'all', 'none' or a comma list")
+    p.add_argument("--shuffle-stations", default="ppo,dqn",
+                   help="algorithms trained with shuffle_stations=True (comma list or 'none')")
     p.add_argument("--throughput-steps", type=int, default=20_000)
     p.add_argument("--params", default="{}",
                    help='JSON overrides per algorithm, e.g. {"ppo": {"learning_rate": 1e-3}}')
@@ -98,7 +101,9 @@ def main() -> None:
     steps = json.loads(args.steps)
     budgets = steps if isinstance(steps, dict) else dict.fromkeys(SETTINGS, int(steps))
     ensure_ray()
+    shuffled = set() if args.shuffle_stations == "none" else set(args.shuffle_stations.split(","))
     report: dict[str, Any] = {"budget_env_steps": budgets, "seed": args.seed,
+                              "shuffle_stations": sorted(shuffled),
                               "settings": {a: SETTINGS[a] for a in args.algos.split(",")},
                               "runs": {}}
     for scenario in args.scenarios.split(","):
@@ -110,7 +115,8 @@ def main() -> None:
             t0 = time.perf_counter()
             algo, history = train(algo_name, "LWMECPSEnv3", scenario, iterations=100_000,
                                   params=SETTINGS[algo_name], seed=args.seed,
-                                  max_env_steps=budgets[algo_name])
+                                  max_env_steps=budgets[algo_name],
+                                  shuffle_stations=algo_name in shuffled)
             module = algo.learner_group._learner.module["default_policy"]
             trained[algo_name] = TrainedPolicy(module, name=algo_name)
             training[algo_name] = {

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-steps", type=int, default=None,
                    help="limit the trace-B evaluation to N steps (default: the whole day)")
     p.add_argument("--no-eval", action="store_true", help="skip the trace-B evaluation")
+    p.add_argument("--shuffle-stations", action="store_true",
+                   help="train on the day with the stations' users reordered per episode "
+                        "(simulator only; recommended for ppo and dqn on LWMECPSEnv3)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch threads of the training process (default 1: the networks "
                         "are small; 0 keeps torch's default of one per core)")
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                               args.seed, args.backend, args.num_envs, on_iteration=progress,
                               max_env_steps=args.max_env_steps, max_episodes=args.episodes,
                               backend_config=backend_config_from_args(args),
-                              torch_threads=args.torch_threads or None)
+                              torch_threads=args.torch_threads or None,
+                              shuffle_stations=args.shuffle_stations)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -70,7 +70,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
           max_env_steps: int | None = None,
           max_episodes: int | None = None,
           backend_config: dict[str, Any] | None = None,
-          torch_threads: int | None = 1) -> tuple[Algorithm, list[dict[str, float]]]:
+          torch_threads: int | None = 1,
+          shuffle_stations: bool = False) -> tuple[Algorithm, list[dict[str, float]]]:
     """Build `algo_name` on `env` (trace A) and train it.
 
     Args:
@@ -92,6 +93,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
             core). The networks are small: on 2 cores one thread trains about 20%
             faster, and two trainings side by side each run about 7x faster than with
             two threads each (`docs/benchmarks.md`).
+        shuffle_stations: Train on the day with the stations' user columns reordered per
+            episode (simulator only; see `LWMECPSEnv3`).
 
     Returns:
         The trained algorithm and the per-iteration metrics (fixed names, see
@@ -105,7 +108,7 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
                 f"torch_threads must be an integer >= 1 or None, got {torch_threads!r}")
         torch.set_num_threads(torch_threads)
     config = build_config(algo_name, env, scenario, "a", params, seed, num_envs, backend, model,
-                          backend_config)
+                          backend_config, shuffle_stations)
     ensure_ray()
     algo = config.build_algo()
     history: list[dict[str, float]] = []

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from lwmecps_rllib.cluster import core
 from lwmecps_rllib.envs import ENV_NAMES, LWMECPSEnv3, LWMECPSEnv3Vector, make_env
+from lwmecps_rllib.envs.base import MAX_STATION_ORDERS, shuffled_stations_trace
 from lwmecps_rllib.scenarios import load_scenario
 
 ENVS = ENV_NAMES
@@ -177,3 +178,40 @@ def test_initial_replicas_follow_the_load_on_the_peak_scenario() -> None:
     plain = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box")
     plain.reset(seed=0, options={"start_slot": 7500})
     assert plain.state.replicas[0].tolist() == [1, 1, 1, 1]
+
+
+def test_shuffled_stations_trace_replays_the_day_in_every_station_order() -> None:
+    day = load_scenario("testbed-4bs").trace("a")
+    shuffled = shuffled_stations_trace(day)
+    n = len(day)
+    assert shuffled.shape == (24 * n, 4)
+    blocks = shuffled.reshape(24, n, 4)
+    np.testing.assert_array_equal(blocks[0], day)  # the identity first
+    orders = set()
+    for block in blocks:
+        # Each block is the day with its columns reordered: find the order back.
+        order = tuple(int(np.flatnonzero((day == block[:, [j]]).all(0))[0]) for j in range(4))
+        np.testing.assert_array_equal(block, day[:, list(order)])
+        orders.add(order)
+    assert len(orders) == 24
+    big = np.arange(10 * 64).reshape(10, 64)
+    assert shuffled_stations_trace(big).shape == (MAX_STATION_ORDERS * 10, 64)
+
+
+def test_shuffle_stations_trains_on_reordered_days() -> None:
+    venv = LWMECPSEnv3Vector(num_envs=64, scenario="testbed-4bs", shuffle_stations=True)
+    venv.reset(seed=1)
+    n = venv.scenario.n_slots
+    assert len(venv.trace) == 24 * n
+    assert venv.state.slot.max() >= n  # episodes start in the reordered days
+    # Time of day is unchanged: the same slot of two blocks has the same time features.
+    env = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box", shuffle_stations=True)
+    first, _ = env.reset(seed=0, options={"start_slot": 100})
+    later, _ = env.reset(seed=0, options={"start_slot": 100 + 5 * n})
+    np.testing.assert_allclose(first[-2:], later[-2:])
+    users = env.spec_.n_nodes * 5 + 2 * env.spec_.n_deployments
+    assert not np.allclose(first[users:users + 4], later[users:users + 4])
+    with pytest.raises(ValueError, match="shuffle_stations=True needs backend='sim'"):
+        LWMECPSEnv3(backend="k8s", shuffle_stations=True)
+    with pytest.raises(ValueError, match="shuffle_stations must be True or False"):
+        make_env("LWMECPSEnv3", {"shuffle_stations": "yes"})

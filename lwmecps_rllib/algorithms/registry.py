@@ -74,7 +74,8 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
                  trace: str = "a", params: dict[str, Any] | None = None, seed: int = 0,
                  num_envs: int | None = None, backend: Any = "sim",
                  model: dict[str, Any] | None = None,
-                 backend_config: dict[str, Any] | None = None) -> AlgorithmConfig:
+                 backend_config: dict[str, Any] | None = None,
+                 shuffle_stations: bool = False) -> AlgorithmConfig:
     """A config for `algo` on `env`, ready for `build_algo()` or Tune.
 
     Args:
@@ -90,6 +91,8 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
         model: `model_config` overrides (e.g. `{"hidden": [256, 256]}`).
         backend_config: Kubernetes backend settings for `backend="k8s"` (one env: a real
             cluster is one cluster).
+        shuffle_stations: Train on the day with the stations' user columns reordered
+            per episode (simulator only; see `LWMECPSEnv3`).
 
     Raises:
         ValueError: for an unknown algorithm, env or parameter, or a bad value, naming it.
@@ -104,6 +107,8 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
     batched = env == "LWMECPSEnv3" and backend == "sim"
     n = num_envs or (16 if batched else 4)
     env_config = {"scenario": scenario, "trace": trace, "backend": backend}
+    if shuffle_stations:
+        env_config["shuffle_stations"] = True
     if backend == "k8s":
         if num_envs not in (None, 1):
             raise ValueError(f"num_envs must be 1 with backend='k8s' (one cluster), got {num_envs}")

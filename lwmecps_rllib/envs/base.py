@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -24,6 +26,46 @@ def check_choice(field: str, value: Any, allowed: tuple[str, ...] | list[str]) -
 
 
 BACKENDS = ("sim", "k8s")
+
+
+#: Station orders of a shuffled trace when the stations have more than 24 orders.
+MAX_STATION_ORDERS = 8
+
+
+def shuffled_stations_trace(trace: np.ndarray) -> np.ndarray:
+    """The day of `trace` once per order of its stations' user columns, end to end.
+
+    A training augmentation (`shuffle_stations=True`): an episode starting at a random
+    slot of the result replays the day with the users of each station handed to
+    another, so a policy cannot learn which station is busy at which hour of the
+    training day and must read the users it observes. All orders when there are at
+    most 24 (4 stations), else the identity and `MAX_STATION_ORDERS - 1` fixed random
+    orders. Time of day is unchanged: the envs take it modulo the day's length.
+
+    Args:
+        trace: (T, S) users per slot and station.
+
+    Returns:
+        (P * T, S): block `k` is the day with its columns in the `k`-th order.
+    """
+    n_st = trace.shape[1]
+    if math.factorial(n_st) <= 24:
+        orders = [list(p) for p in itertools.permutations(range(n_st))]
+    else:
+        rng = np.random.default_rng(n_st)
+        orders = [list(range(n_st))] + [list(rng.permutation(n_st))
+                                         for _ in range(MAX_STATION_ORDERS - 1)]
+    return np.ascontiguousarray(np.concatenate([trace[:, o] for o in orders]))
+
+
+def check_shuffle(shuffle_stations: Any, backend: Any) -> bool:
+    """Validate `shuffle_stations` (a bool, only with the simulator backend)."""
+    if not isinstance(shuffle_stations, bool):
+        raise ValueError(f"shuffle_stations must be True or False, got {shuffle_stations!r}")
+    if shuffle_stations and backend != "sim":
+        raise ValueError(f"shuffle_stations=True needs backend='sim' (it reorders the "
+                         f"replayed trace), got backend={backend!r}")
+    return shuffle_stations
 
 
 def make_backend(backend: Any, spec: ClusterSpec, trace: np.ndarray,
@@ -91,7 +133,8 @@ class ClusterEnv(gym.Env):
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: str | Backend = "sim", episode_length: int | None = None,
                  obs_format: str = "dict", render_mode: str | None = None,
-                 backend_config: dict[str, Any] | None = None) -> None:
+                 backend_config: dict[str, Any] | None = None,
+                 shuffle_stations: bool = False) -> None:
         self.scenario = load_scenario(scenario)
         if trace not in self.scenario.traces:
             raise ScenarioError(f"trace must be one of {sorted(self.scenario.traces)}, "
@@ -107,8 +150,12 @@ class ClusterEnv(gym.Env):
         self.render_mode = render_mode
         self.episode_length = episode_length or self.scenario.episode_length
         self.spec_ = self._build_spec(self.scenario)
-        self.backend: Backend = make_backend(backend, self.spec_, self.scenario.trace(trace),
-                                             backend_config)
+        replay = self.scenario.trace(trace)
+        if check_shuffle(shuffle_stations, backend):
+            replay = shuffled_stations_trace(replay)
+        self.shuffle_stations = shuffle_stations
+        self._start_slots = len(replay)
+        self.backend: Backend = make_backend(backend, self.spec_, replay, backend_config)
         self.state: ClusterState | None = None
         self.last: Measurement | None = None
         self.steps = 0
@@ -140,7 +187,7 @@ class ClusterEnv(gym.Env):
         if "start_slot" in options:
             start = int(options["start_slot"])
         else:
-            start = int(self.np_random.integers(self.scenario.n_slots))
+            start = int(self.np_random.integers(self._start_slots))
         self.state, self.last = self.backend.reset(start, self.np_random)
         self.steps = 0
         return self._observe(), {"slot": int(self.state.slot[0])}

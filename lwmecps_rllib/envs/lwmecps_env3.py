@@ -137,6 +137,10 @@ class LWMECPSEnv3(ClusterEnv):
     - `episode_length`: override of the scenario's.
     - `obs_format`: `"dict"` or `"box"`.
     - `render_mode`: `None` or `"ansi"`.
+    - `shuffle_stations`: training augmentation (simulator only): episodes replay the
+      day with the stations' user columns in one of their orders (all 24 for 4
+      stations), so a policy cannot memorise which station is busy at which hour of
+      the training day. See `lwmecps_rllib.envs.base.shuffled_stations_trace`.
     """
 
     pinned = True
@@ -144,9 +148,10 @@ class LWMECPSEnv3(ClusterEnv):
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: Any = "sim", episode_length: int | None = None,
                  obs_format: str = "dict", render_mode: str | None = None,
-                 backend_config: dict[str, Any] | None = None) -> None:
+                 backend_config: dict[str, Any] | None = None,
+                 shuffle_stations: bool = False) -> None:
         super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         backend_config)
+                         backend_config, shuffle_stations)
         spec = self.spec_
         sc = self.scenario
         self.action_space = spaces.MultiDiscrete([sc.max_replicas + 1] * spec.n_deployments)

@@ -10,7 +10,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lwmecps_rllib.cluster import core, kernels
-from lwmecps_rllib.envs.base import check_choice
+from lwmecps_rllib.envs.base import check_choice, check_shuffle, shuffled_stations_trace
 from lwmecps_rllib.envs.lwmecps_env3 import env3_box_obs, env3_box_space, env3_spec
 from lwmecps_rllib.scenarios import Scenario, load_scenario
 
@@ -38,13 +38,16 @@ class LWMECPSEnv3Vector(VectorEnv):
         obs_format: Only `"box"` is batched.
         backend: Only `"sim"`.
         render_mode: Not supported (None).
+        shuffle_stations: Replay the day with the stations' user columns reordered
+            (see :class:`LWMECPSEnv3`).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int = 1, scenario: str | Scenario = "testbed-4bs",
                  trace: str = "a", episode_length: int | None = None, obs_format: str = "box",
-                 backend: str = "sim", render_mode: str | None = None) -> None:
+                 backend: str = "sim", render_mode: str | None = None,
+                 shuffle_stations: bool = False) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         check_choice("obs_format", obs_format, ("box",))
@@ -53,6 +56,9 @@ class LWMECPSEnv3Vector(VectorEnv):
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
         self.scenario = load_scenario(scenario)
         self.trace = self.scenario.trace(trace)
+        if check_shuffle(shuffle_stations, backend):
+            self.trace = shuffled_stations_trace(self.trace)
+        self.shuffle_stations = shuffle_stations
         self.num_envs = num_envs
         self.episode_length = episode_length or self.scenario.episode_length
         self.spec_ = env3_spec(self.scenario)
@@ -68,7 +74,7 @@ class LWMECPSEnv3Vector(VectorEnv):
         self._autoreset = np.zeros(num_envs, bool)
 
     def _fresh(self, k: int) -> tuple[core.ClusterState, core.Measurement]:
-        start = self.np_random.integers(self.scenario.n_slots, size=k)
+        start = self.np_random.integers(len(self.trace), size=k)
         reps = core.initial_replicas(self.spec_, self.trace, start - 1)
         state = core.initial_state(self.spec_, start - 1, reps)
         return core.advance(self.spec_, state, self.trace, self.np_random, n_slots=1)
