@@ -6,7 +6,7 @@ configuration on CartPole-v1, in the same process.
 
     python bench/learning.py [--algos ppo,dqn,qlearning] [--scenarios testbed-4bs-peak,testbed-4bs]
                              [--steps '{"ppo": 1000000, ...}' | N] [--seed 0]
-                             [--shuffle-stations ppo,dqn]
+                             [--shuffle-stations ppo,dqn] [--load-jitter 0.2]
 
 Prints one JSON object.
 """
@@ -92,6 +92,8 @@ def main() -> None:
     p.add_argument("--baselines", default="all", help="'all', 'none' or a comma list")
     p.add_argument("--shuffle-stations", default="ppo,dqn",
                    help="algorithms trained with shuffle_stations=True (comma list or 'none')")
+    p.add_argument("--load-jitter", type=float, default=0.2,
+                   help="load_jitter of the algorithms trained with shuffle_stations")
     p.add_argument("--throughput-steps", type=int, default=20_000)
     p.add_argument("--params", default="{}",
                    help='JSON overrides per algorithm, e.g. {"ppo": {"learning_rate": 1e-3}}')
@@ -104,6 +106,7 @@ def main() -> None:
     shuffled = set() if args.shuffle_stations == "none" else set(args.shuffle_stations.split(","))
     report: dict[str, Any] = {"budget_env_steps": budgets, "seed": args.seed,
                               "shuffle_stations": sorted(shuffled),
+                              "load_jitter": args.load_jitter,
                               "settings": {a: SETTINGS[a] for a in args.algos.split(",")},
                               "runs": {}}
     for scenario in args.scenarios.split(","):
@@ -116,7 +119,8 @@ def main() -> None:
             algo, history = train(algo_name, "LWMECPSEnv3", scenario, iterations=100_000,
                                   params=SETTINGS[algo_name], seed=args.seed,
                                   max_env_steps=budgets[algo_name],
-                                  shuffle_stations=algo_name in shuffled)
+                                  shuffle_stations=algo_name in shuffled,
+                                  load_jitter=args.load_jitter if algo_name in shuffled else 0.0)
             module = algo.learner_group._learner.module["default_policy"]
             trained[algo_name] = TrainedPolicy(module, name=algo_name)
             training[algo_name] = {

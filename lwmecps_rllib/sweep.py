@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from lwmecps_rllib.envs import ENV_NAMES
+from lwmecps_rllib.envs.base import check_augmentation
 
 #: Search-space distributions: name -> number of arguments (None: a list of values).
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3,
@@ -139,6 +140,11 @@ class SweepConfig:
     """Seed of every trial's env runners and learner."""
     num_envs: int | None = None
     """Envs per env runner (default of the algorithm builder)."""
+    shuffle_stations: bool = False
+    """Train on the day with the stations' user columns reordered per episode (`sim`)."""
+    load_jitter: float = 0.0
+    """Train on copies of the day with each station's users scaled by a factor in
+    [1 - j, 1 / (1 - j)] (`sim`)."""
     params: dict[str, Any] = field(default_factory=lambda: {"discount_factor": 0.9})
     """Fixed hyper-parameters of every trial."""
     model: dict[str, Any] = field(default_factory=dict)
@@ -299,6 +305,10 @@ def validate_sweep(cfg: SweepConfig) -> None:
         raise SweepError(f"seed must be an integer, got {cfg.seed!r}")
     if cfg.num_envs is not None and not (_is_int(cfg.num_envs) and cfg.num_envs >= 1):
         raise SweepError(f"num_envs must be an integer >= 1, got {cfg.num_envs!r}")
+    try:
+        check_augmentation(cfg.shuffle_stations, cfg.load_jitter, cfg.backend)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from exc
     if not isinstance(cfg.params, dict) or not isinstance(cfg.model, dict):
         raise SweepError("params and model must be mappings")
     allowed = training_parameters(algo_cls.get_default_config())
@@ -474,7 +484,7 @@ def base_config(cfg: SweepConfig) -> Any:
 
     config = build_config(cfg.algorithm, cfg.env, cfg.scenario, "a", cfg.params, cfg.seed,
                           cfg.num_envs, cfg.backend, cfg.model or None,
-                          cfg.backend_config or None)
+                          cfg.backend_config or None, cfg.shuffle_stations, cfg.load_jitter)
     config.resources(num_cpus_for_main_process=cfg.resources.get("cpu", 1))
     return config
 

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle-stations", action="store_true",
                    help="train on the day with the stations' users reordered per episode "
                         "(simulator only; recommended for ppo and dqn on LWMECPSEnv3)")
+    p.add_argument("--load-jitter", type=float, default=0.0, metavar="J",
+                   help="train on copies of the day with each station's users scaled by a "
+                        "factor in [1-J, 1/(1-J)] (simulator only; 0.2 recommended with "
+                        "--shuffle-stations)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch threads of the training process (default 1: the networks "
                         "are small; 0 keeps torch's default of one per core)")
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                               max_env_steps=args.max_env_steps, max_episodes=args.episodes,
                               backend_config=backend_config_from_args(args),
                               torch_threads=args.torch_threads or None,
-                              shuffle_stations=args.shuffle_stations)
+                              shuffle_stations=args.shuffle_stations,
+                              load_jitter=args.load_jitter)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -71,7 +71,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
           max_episodes: int | None = None,
           backend_config: dict[str, Any] | None = None,
           torch_threads: int | None = 1,
-          shuffle_stations: bool = False) -> tuple[Algorithm, list[dict[str, float]]]:
+          shuffle_stations: bool = False,
+          load_jitter: float = 0.0) -> tuple[Algorithm, list[dict[str, float]]]:
     """Build `algo_name` on `env` (trace A) and train it.
 
     Args:
@@ -95,6 +96,8 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
             two threads each (`docs/benchmarks.md`).
         shuffle_stations: Train on the day with the stations' user columns reordered per
             episode (simulator only; see `LWMECPSEnv3`).
+        load_jitter: Train on copies of the day with each station's users scaled by a
+            factor in [1 - j, 1 / (1 - j)] (simulator only; see `LWMECPSEnv3`).
 
     Returns:
         The trained algorithm and the per-iteration metrics (fixed names, see
@@ -108,7 +111,7 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
                 f"torch_threads must be an integer >= 1 or None, got {torch_threads!r}")
         torch.set_num_threads(torch_threads)
     config = build_config(algo_name, env, scenario, "a", params, seed, num_envs, backend, model,
-                          backend_config, shuffle_stations)
+                          backend_config, shuffle_stations, load_jitter)
     ensure_ray()
     algo = config.build_algo()
     history: list[dict[str, float]] = []

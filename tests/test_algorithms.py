@@ -59,6 +59,18 @@ def test_reference_names_map_to_rllib() -> None:
     assert dqn.epsilon == 0.02 and dqn.model_config["epsilon"] == 0.02
 
 
+def test_training_augmentation_reaches_the_batched_env() -> None:
+    from lwmecps_rllib.envs import make_env
+
+    cfg = build_config("ppo", scenario="testbed-4bs-peak", shuffle_stations=True,
+                       load_jitter=0.2)
+    assert cfg.env_config["shuffle_stations"] is True and cfg.env_config["load_jitter"] == 0.2
+    # What RLlib's vector_entry_point mode builds from that env_config.
+    venv = make_env("LWMECPSEnv3", {**cfg.env_config, "num_envs": 2})
+    assert len(venv.trace) == 24 * 2 * venv.scenario.n_slots
+    assert "shuffle_stations" not in build_config("ppo").env_config
+
+
 SMALL = {
     "ppo": {"train_batch_size_per_learner": 256, "minibatch_size": 64, "num_epochs": 2},
     "dqn": {"learning_starts": 64, "updates_per_iteration": 2},

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from lwmecps_rllib.cluster import core
 from lwmecps_rllib.envs import ENV_NAMES, LWMECPSEnv3, LWMECPSEnv3Vector, make_env
-from lwmecps_rllib.envs.base import MAX_STATION_ORDERS, shuffled_stations_trace
+from lwmecps_rllib.envs.base import (
+    JITTER_COPIES,
+    JITTER_DAYS,
+    MAX_STATION_ORDERS,
+    augmented_trace,
+)
 from lwmecps_rllib.scenarios import load_scenario
 
 ENVS = ENV_NAMES
@@ -182,7 +187,7 @@ def test_initial_replicas_follow_the_load_on_the_peak_scenario() -> None:
 
 def test_shuffled_stations_trace_replays_the_day_in_every_station_order() -> None:
     day = load_scenario("testbed-4bs").trace("a")
-    shuffled = shuffled_stations_trace(day)
+    shuffled = augmented_trace(day, shuffle_stations=True)
     n = len(day)
     assert shuffled.shape == (24 * n, 4)
     blocks = shuffled.reshape(24, n, 4)
@@ -195,7 +200,27 @@ def test_shuffled_stations_trace_replays_the_day_in_every_station_order() -> Non
         orders.add(order)
     assert len(orders) == 24
     big = np.arange(10 * 64).reshape(10, 64)
-    assert shuffled_stations_trace(big).shape == (MAX_STATION_ORDERS * 10, 64)
+    assert augmented_trace(big, True).shape == (MAX_STATION_ORDERS * 10, 64)
+    np.testing.assert_array_equal(augmented_trace(day), day)
+
+
+def test_load_jitter_scales_each_station_within_its_range() -> None:
+    day = load_scenario("testbed-4bs").trace("a")
+    n = len(day)
+    jittered = augmented_trace(day, load_jitter=0.2).reshape(JITTER_DAYS, n, 4)
+    np.testing.assert_array_equal(jittered[0], day)
+    busy = day.sum(0)
+    scales = jittered.sum(1) / busy  # per copy and station
+    assert np.all(scales >= 0.8 - 1e-3) and np.all(scales <= 1.25 + 1e-3)
+    assert np.ptp(scales[1:]) > 0.2  # the copies really differ
+    both = augmented_trace(day, shuffle_stations=True, load_jitter=0.2)
+    assert both.shape == (24 * JITTER_COPIES * n, 4)
+    # Same settings, same days: the variants are fixed, the episode start picks one.
+    np.testing.assert_array_equal(both, augmented_trace(day, True, 0.2))
+    with pytest.raises(ValueError, match=r"load_jitter must be a number in \[0, 1\)"):
+        LWMECPSEnv3(load_jitter=1.5)
+    with pytest.raises(ValueError, match="need backend='sim'"):
+        LWMECPSEnv3(backend="k8s", load_jitter=0.2)
 
 
 def test_shuffle_stations_trains_on_reordered_days() -> None:
@@ -211,7 +236,7 @@ def test_shuffle_stations_trains_on_reordered_days() -> None:
     np.testing.assert_allclose(first[-2:], later[-2:])
     users = env.spec_.n_nodes * 5 + 2 * env.spec_.n_deployments
     assert not np.allclose(first[users:users + 4], later[users:users + 4])
-    with pytest.raises(ValueError, match="shuffle_stations=True needs backend='sim'"):
+    with pytest.raises(ValueError, match="shuffle_stations and load_jitter need backend='sim'"):
         LWMECPSEnv3(backend="k8s", shuffle_stations=True)
     with pytest.raises(ValueError, match="shuffle_stations must be True or False"):
         make_env("LWMECPSEnv3", {"shuffle_stations": "yes"})

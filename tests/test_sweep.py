@@ -11,6 +11,7 @@ import pytest
 from lwmecps_rllib.sweep import (
     SweepConfig,
     SweepError,
+    base_config,
     load_sweep,
     search_space,
     sweep_from_dict,
@@ -31,6 +32,14 @@ def test_shipped_sweeps_load(path):
     cfg = load_sweep(path)
     space = search_space(cfg)
     assert set(space) == set(cfg.search_space)
+
+
+def test_sweep_trains_on_augmented_days_when_asked():
+    cfg = load_sweep(Path(CONFIGS[0]).parent / "ppo.yaml")
+    assert (cfg.shuffle_stations, cfg.load_jitter) == (True, 0.2)
+    env_config = base_config(cfg).env_config
+    assert env_config["shuffle_stations"] is True and env_config["load_jitter"] == 0.2
+    assert "load_jitter" not in base_config(SweepConfig()).env_config
 
 
 def test_default_file_is_the_builtin_default():
@@ -101,6 +110,8 @@ def with_(path: str, value) -> dict:
     ("evaluation.trace", "c", "evaluation.trace must be 'a' or 'b'"),
     ("evaluation.baselines", ["oracle", "magic"], "evaluation.baselines: 'magic'"),
     ("colour", "red", "unknown key 'colour'"),
+    ("load_jitter", 1.0, "load_jitter must be a number in [0, 1)"),
+    ("shuffle_stations", "yes", "shuffle_stations must be True or False"),
 ])
 def test_bad_sweeps_name_the_key(path, value, message):
     with pytest.raises(SweepError) as err:

@@ -22,7 +22,8 @@ def test_train_cli_trains_checkpoints_and_evaluates(ray_session, tmp_path: Path,
     out = tmp_path / "run"
     code = train_cli.main(["--algo", "ppo", "--env", "LWMECPSEnv3", "--scenario", "testbed-4bs",
                            "--iterations", "2", "--output", str(out), "--eval-steps", "20",
-                           "--num-envs", "4", *TINY_PPO])
+                           "--num-envs", "4", "--shuffle-stations", "--load-jitter", "0.2",
+                           *TINY_PPO])
     assert code == 0
     assert torch.get_num_threads() == 1  # the default --torch-threads
     text = capsys.readouterr().out
@@ -46,6 +47,9 @@ def test_train_cli_rejects_bad_input(capsys: pytest.CaptureFixture, tmp_path: Pa
     assert train_cli.main(["--algo", "ppo", "--torch-threads", "-1",
                            "--output", str(tmp_path)]) == 2
     assert "torch_threads must be an integer >= 1" in capsys.readouterr().err
+    assert train_cli.main(["--algo", "ppo", "--load-jitter", "1.5",
+                           "--output", str(tmp_path)]) == 2
+    assert "load_jitter must be a number in [0, 1)" in capsys.readouterr().err
 
 
 def test_agent_facade_round_trip(ray_session, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 from lwmecps_rllib.envs import ENV_NAMES
+from lwmecps_rllib.envs.base import check_augmentation
 
 #: Registered algorithms: name -> "module:AlgorithmClass", or the class itself.
 ALGORITHMS: dict[str, str | type[Algorithm]] = {
@@ -75,7 +76,7 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
                  num_envs: int | None = None, backend: Any = "sim",
                  model: dict[str, Any] | None = None,
                  backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False) -> AlgorithmConfig:
+                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> AlgorithmConfig:
     """A config for `algo` on `env`, ready for `build_algo()` or Tune.
 
     Args:
@@ -93,6 +94,8 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
             cluster is one cluster).
         shuffle_stations: Train on the day with the stations' user columns reordered
             per episode (simulator only; see `LWMECPSEnv3`).
+        load_jitter: Train on copies of the day with each station's users scaled by a
+            factor in [1 - j, 1 / (1 - j)] (simulator only; see `LWMECPSEnv3`).
 
     Raises:
         ValueError: for an unknown algorithm, env or parameter, or a bad value, naming it.
@@ -107,8 +110,11 @@ def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4
     batched = env == "LWMECPSEnv3" and backend == "sim"
     n = num_envs or (16 if batched else 4)
     env_config = {"scenario": scenario, "trace": trace, "backend": backend}
+    check_augmentation(shuffle_stations, load_jitter, backend)
     if shuffle_stations:
         env_config["shuffle_stations"] = True
+    if load_jitter:
+        env_config["load_jitter"] = load_jitter
     if backend == "k8s":
         if num_envs not in (None, 1):
             raise ValueError(f"num_envs must be 1 with backend='k8s' (one cluster), got {num_envs}")

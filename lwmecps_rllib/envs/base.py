@@ -30,42 +30,77 @@ BACKENDS = ("sim", "k8s")
 
 #: Station orders of a shuffled trace when the stations have more than 24 orders.
 MAX_STATION_ORDERS = 8
+#: Jittered copies of the day per station order (`load_jitter` with `shuffle_stations`).
+JITTER_COPIES = 2
+#: Jittered copies of the day without `shuffle_stations`.
+JITTER_DAYS = 16
 
 
-def shuffled_stations_trace(trace: np.ndarray) -> np.ndarray:
-    """The day of `trace` once per order of its stations' user columns, end to end.
+def augmented_trace(trace: np.ndarray, shuffle_stations: bool = False,
+                    load_jitter: float = 0.0) -> np.ndarray:
+    """Training days made from `trace`, end to end: station orders and load jitter.
 
-    A training augmentation (`shuffle_stations=True`): an episode starting at a random
-    slot of the result replays the day with the users of each station handed to
-    another, so a policy cannot learn which station is busy at which hour of the
-    training day and must read the users it observes. All orders when there are at
-    most 24 (4 stations), else the identity and `MAX_STATION_ORDERS - 1` fixed random
-    orders. Time of day is unchanged: the envs take it modulo the day's length.
+    A training augmentation. An episode starting at a random slot of the result replays
+    a variant of the day:
+
+    - `shuffle_stations`: the stations' user columns in another order, so a policy
+      cannot learn which station is busy at which hour of the training day and must
+      read the users it observes. All orders when there are at most 24 (4 stations),
+      else the identity and `MAX_STATION_ORDERS - 1` fixed random orders.
+    - `load_jitter` = j > 0: each station's users of a copy scaled by its own factor,
+      uniform in [1 - j, 1 / (1 - j)], rounded; `JITTER_COPIES` copies per order
+      (`JITTER_DAYS` without shuffling). Stations get busier or quieter than on the
+      training day, and busy stations end up side by side, as on other days.
+
+    The variants are fixed (seeded by the number of stations), the episode's start slot
+    picks one. Time of day is unchanged: the envs take it modulo the day's length, and
+    users above the scenario's most saturate their observation at 1.
 
     Args:
         trace: (T, S) users per slot and station.
+        shuffle_stations: Reorder the stations.
+        load_jitter: Scale range j in [0, 1).
 
     Returns:
-        (P * T, S): block `k` is the day with its columns in the `k`-th order.
+        (P * T, S) users; the first block is the day itself.
     """
     n_st = trace.shape[1]
-    if math.factorial(n_st) <= 24:
-        orders = [list(p) for p in itertools.permutations(range(n_st))]
-    else:
-        rng = np.random.default_rng(n_st)
-        orders = [list(range(n_st))] + [list(rng.permutation(n_st))
-                                         for _ in range(MAX_STATION_ORDERS - 1)]
-    return np.ascontiguousarray(np.concatenate([trace[:, o] for o in orders]))
+    rng = np.random.default_rng(n_st)
+    orders = [list(range(n_st))]
+    if shuffle_stations:
+        if math.factorial(n_st) <= 24:
+            orders = [list(p) for p in itertools.permutations(range(n_st))]
+        else:
+            orders += [list(rng.permutation(n_st)) for _ in range(MAX_STATION_ORDERS - 1)]
+    if not load_jitter:
+        return np.ascontiguousarray(np.concatenate([trace[:, o] for o in orders]))
+    copies = JITTER_COPIES if shuffle_stations else JITTER_DAYS
+    days = [trace]
+    for k, o in enumerate(o for o in orders for _ in range(copies)):
+        if k == 0:
+            continue
+        scale = rng.uniform(1.0 - load_jitter, 1.0 / (1.0 - load_jitter), size=n_st)
+        days.append(np.rint(trace[:, o] * scale).astype(trace.dtype))
+    return np.ascontiguousarray(np.concatenate(days))
 
 
-def check_shuffle(shuffle_stations: Any, backend: Any) -> bool:
-    """Validate `shuffle_stations` (a bool, only with the simulator backend)."""
+def check_augmentation(shuffle_stations: Any, load_jitter: Any, backend: Any) -> bool:
+    """Validate the training augmentation; whether there is any.
+
+    Raises:
+        ValueError: `shuffle_stations` not a bool, `load_jitter` outside [0, 1), or
+            either with a backend other than the simulator.
+    """
     if not isinstance(shuffle_stations, bool):
         raise ValueError(f"shuffle_stations must be True or False, got {shuffle_stations!r}")
-    if shuffle_stations and backend != "sim":
-        raise ValueError(f"shuffle_stations=True needs backend='sim' (it reorders the "
-                         f"replayed trace), got backend={backend!r}")
-    return shuffle_stations
+    ok = isinstance(load_jitter, (int, float)) and not isinstance(load_jitter, bool)
+    if not ok or not 0.0 <= load_jitter < 1.0:
+        raise ValueError(f"load_jitter must be a number in [0, 1), got {load_jitter!r}")
+    augment = shuffle_stations or load_jitter > 0
+    if augment and backend != "sim":
+        raise ValueError(f"shuffle_stations and load_jitter need backend='sim' (they change "
+                         f"the replayed trace), got backend={backend!r}")
+    return augment
 
 
 def make_backend(backend: Any, spec: ClusterSpec, trace: np.ndarray,
@@ -134,7 +169,7 @@ class ClusterEnv(gym.Env):
                  backend: str | Backend = "sim", episode_length: int | None = None,
                  obs_format: str = "dict", render_mode: str | None = None,
                  backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False) -> None:
+                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
         self.scenario = load_scenario(scenario)
         if trace not in self.scenario.traces:
             raise ScenarioError(f"trace must be one of {sorted(self.scenario.traces)}, "
@@ -151,9 +186,8 @@ class ClusterEnv(gym.Env):
         self.episode_length = episode_length or self.scenario.episode_length
         self.spec_ = self._build_spec(self.scenario)
         replay = self.scenario.trace(trace)
-        if check_shuffle(shuffle_stations, backend):
-            replay = shuffled_stations_trace(replay)
-        self.shuffle_stations = shuffle_stations
+        if check_augmentation(shuffle_stations, load_jitter, backend):
+            replay = augmented_trace(replay, shuffle_stations, float(load_jitter))
         self._start_slots = len(replay)
         self.backend: Backend = make_backend(backend, self.spec_, replay, backend_config)
         self.state: ClusterState | None = None

@@ -54,10 +54,10 @@ class PlacementEnv(ClusterEnv):
                  obs_format: str = "dict", render_mode: str | None = None,
                  n_deployments: int | None = None,
                  backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False) -> None:
+                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
         self._n_deployments = n_deployments
         super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         backend_config, shuffle_stations)
+                         backend_config, shuffle_stations, load_jitter)
         spec = self.spec_
         n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
         if obs_format == "box":
@@ -145,15 +145,15 @@ class LWMECPSEnv(PlacementEnv):
     ## Arguments
 
     As LWMECPSEnv3: `scenario`, `trace`, `backend`, `episode_length`, `obs_format`,
-    `render_mode`, `shuffle_stations`.
+    `render_mode`, `shuffle_stations`, `load_jitter`.
     """
 
     def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
                  backend: Any = "sim", episode_length: int | None = None,
                  obs_format: str = "dict", render_mode: str | None = None,
                  backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False) -> None:
+                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
         super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
                          n_deployments=1, backend_config=backend_config,
-                         shuffle_stations=shuffle_stations)
+                         shuffle_stations=shuffle_stations, load_jitter=load_jitter)
         self.action_space = spaces.Discrete(self.spec_.n_nodes)

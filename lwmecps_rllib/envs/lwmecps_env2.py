@@ -54,8 +54,8 @@ class LWMECPSEnv2(PlacementEnv):
                  obs_format: str = "box", render_mode: str | None = None,
                  n_deployments: int | None = None,
                  backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False) -> None:
+                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
         super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
                          n_deployments=n_deployments, backend_config=backend_config,
-                         shuffle_stations=shuffle_stations)
+                         shuffle_stations=shuffle_stations, load_jitter=load_jitter)
         self.action_space = spaces.MultiDiscrete([self.spec_.n_nodes] * self.spec_.n_deployments)

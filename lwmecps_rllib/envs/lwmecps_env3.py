@@ -140,7 +140,10 @@ class LWMECPSEnv3(ClusterEnv):
     - `shuffle_stations`: training augmentation (simulator only): episodes replay the
       day with the stations' user columns in one of their orders (all 24 for 4
       stations), so a policy cannot memorise which station is busy at which hour of
-      the training day. See `lwmecps_rllib.envs.base.shuffled_stations_trace`.
+      the training day. See `lwmecps_rllib.envs.base.augmented_trace`.
+    - `load_jitter`: training augmentation (simulator only), j in [0, 1): episodes
+      replay copies of the day with each station's users scaled by its own factor in
+      [1 - j, 1 / (1 - j)].
     """
 
     pinned = True
@@ -149,9 +152,9 @@ class LWMECPSEnv3(ClusterEnv):
                  backend: Any = "sim", episode_length: int | None = None,
                  obs_format: str = "dict", render_mode: str | None = None,
                  backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False) -> None:
+                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
         super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         backend_config, shuffle_stations)
+                         backend_config, shuffle_stations, load_jitter)
         spec = self.spec_
         sc = self.scenario
         self.action_space = spaces.MultiDiscrete([sc.max_replicas + 1] * spec.n_deployments)

@@ -8,7 +8,7 @@ import gymnasium as gym
 
 ENV_NAMES = ("LWMECPSEnv", "LWMECPSEnv2", "LWMECPSEnv3")
 _ENV_KEYS = {"scenario", "trace", "backend", "backend_config", "episode_length", "obs_format",
-             "render_mode", "shuffle_stations"}
+             "render_mode", "shuffle_stations", "load_jitter"}
 _EXTRA_KEYS = {"LWMECPSEnv2": {"n_deployments"}}
 
 

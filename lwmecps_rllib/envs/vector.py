@@ -10,7 +10,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lwmecps_rllib.cluster import core, kernels
-from lwmecps_rllib.envs.base import check_choice, check_shuffle, shuffled_stations_trace
+from lwmecps_rllib.envs.base import augmented_trace, check_augmentation, check_choice
 from lwmecps_rllib.envs.lwmecps_env3 import env3_box_obs, env3_box_space, env3_spec
 from lwmecps_rllib.scenarios import Scenario, load_scenario
 
@@ -40,6 +40,8 @@ class LWMECPSEnv3Vector(VectorEnv):
         render_mode: Not supported (None).
         shuffle_stations: Replay the day with the stations' user columns reordered
             (see :class:`LWMECPSEnv3`).
+        load_jitter: Replay copies of the day with each station's users scaled (see
+            :class:`LWMECPSEnv3`).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -47,7 +49,7 @@ class LWMECPSEnv3Vector(VectorEnv):
     def __init__(self, num_envs: int = 1, scenario: str | Scenario = "testbed-4bs",
                  trace: str = "a", episode_length: int | None = None, obs_format: str = "box",
                  backend: str = "sim", render_mode: str | None = None,
-                 shuffle_stations: bool = False) -> None:
+                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         check_choice("obs_format", obs_format, ("box",))
@@ -56,9 +58,8 @@ class LWMECPSEnv3Vector(VectorEnv):
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
         self.scenario = load_scenario(scenario)
         self.trace = self.scenario.trace(trace)
-        if check_shuffle(shuffle_stations, backend):
-            self.trace = shuffled_stations_trace(self.trace)
-        self.shuffle_stations = shuffle_stations
+        if check_augmentation(shuffle_stations, load_jitter, backend):
+            self.trace = augmented_trace(self.trace, shuffle_stations, float(load_jitter))
         self.num_envs = num_envs
         self.episode_length = episode_length or self.scenario.episode_length
         self.spec_ = env3_spec(self.scenario)
