@@ -32,7 +32,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "ppo": {"learning_rate": 3e-4, "discount_factor": 0.9, "epsilon": 0.2,
             "train_batch_size_per_learner": 4096, "minibatch_size": 512, "num_epochs": 4,
             "entropy_coeff": 0.003},
-    "dqn": {"learning_rate": 5e-4, "discount_factor": 0.9, "epsilon": 0.02,
+    "dqn": {"learning_rate": 5e-4, "discount_factor": 0.9, "epsilon": 0.005,
             "epsilon_timesteps": 60000, "updates_per_iteration": 4,
             "train_batch_size_per_learner": 128, "target_network_update_freq": 2000,
             "learning_starts": 2000},
