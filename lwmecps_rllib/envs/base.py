@@ -53,8 +53,9 @@ def augmented_trace(trace: np.ndarray, shuffle_stations: bool = False,
       training day, and busy stations end up side by side, as on other days.
 
     The variants are fixed (seeded by the number of stations), the episode's start slot
-    picks one. Time of day is unchanged: the envs take it modulo the day's length, and
-    users above the scenario's most saturate their observation at 1.
+    picks one; an episode that starts in the last minutes of a variant runs on into the
+    next. Time of day is unchanged: the envs take it modulo the day's length, and users
+    above the scenario's most saturate their observation at 1.
 
     Args:
         trace: (T, S) users per slot and station.
