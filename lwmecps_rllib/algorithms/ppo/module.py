@@ -41,7 +41,7 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
         self._discrete = len(self._dims) == 1 and not self.action_space.shape
         self.pi = heads_mlp(self.model_config, self._dims, obs_dim, hidden)
         self.vf = mlp(obs_dim, hidden, 1)
-        if len(self._dims) == 1 and not self.action_space.shape:
+        if self._discrete:
             self.action_dist_cls = TorchCategorical
         else:
             self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(

@@ -15,6 +15,7 @@ from ray.rllib.utils.annotations import override
 
 from lwmecps_rllib.algorithms.dqn.learner import joint_q, picked_q
 from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
+from lwmecps_rllib.algorithms.qlearning.module import Q_ROWS
 
 
 class QLearningLearner(TorchLearner):
@@ -56,7 +57,7 @@ class QLearningLearner(TorchLearner):
             target = (batch[Columns.REWARDS] * config.reward_scale
                       + config.gamma * (1 - done) * joint_q(fwd_out[QF_NEXT], best))
         td = q_sa - target
-        entries = self._module[module_id].entry_ids(batch[Columns.OBS], batch[Columns.ACTIONS])
+        entries = self._module[module_id].entry_ids(fwd_out[Q_ROWS], batch[Columns.ACTIONS])
         _, inverse, counts = torch.unique(entries, return_inverse=True, return_counts=True)
         weight = (td[:, None] / counts[inverse]).detach()
         loss = torch.sum(picked * weight)

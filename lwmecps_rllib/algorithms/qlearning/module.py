@@ -13,6 +13,9 @@ from ray.rllib.utils.annotations import override
 from lwmecps_rllib.algorithms.common import FactorisedQModule, head_feature_index
 from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
 
+#: Training forward output: each observation's table row(s), for the learner's updates.
+Q_ROWS = "q_table_rows"
+
 
 class QTableModule(FactorisedQModule):
     """A table `Q[state, head, value]`, the module's only parameter.
@@ -80,11 +83,16 @@ class QTableModule(FactorisedQModule):
             b = b[:, self.views]
         return torch.remainder((b * self.mult).sum(-1), self.table_size)
 
-    def entry_ids(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(B, heads) flat index into `q` of the entry each head's taken action uses."""
+    def entry_ids(self, rows: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(B, heads) flat index into `q` of the entry each head's taken action uses.
+
+        Args:
+            rows: The observations' table rows (:meth:`state_index`; the `Q_ROWS`
+                output of the training forward pass).
+            actions: The taken actions, (B,) or (B, heads).
+        """
         if actions.dim() == 1:
             actions = actions[:, None]
-        rows = self.state_index(obs)
         if self.local:
             return rows * self._dims[0] + actions.long()
         offsets = torch.tensor(np.cumsum([0, *self._dims[:-1]]), dtype=torch.int64)
@@ -131,7 +139,8 @@ class QTableModule(FactorisedQModule):
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        out = {QF: self.heads(batch[Columns.OBS])}
+        rows = self.state_index(batch[Columns.OBS])
+        out = {QF: self._split(self.q[rows]), Q_ROWS: rows}
         if Columns.NEXT_OBS in batch:
             with torch.no_grad():
                 out[QF_NEXT] = self.filled_heads(batch[Columns.NEXT_OBS])
