@@ -104,6 +104,18 @@ def test_train_checkpoint_restore(ray_session, algo: str, tmp_path: Path) -> Non
     restored.stop()
 
 
+@pytest.mark.integration
+def test_ppo_iteration_samples_one_train_batch(ray_session) -> None:
+    cfg = build_config("ppo", scenario="testbed-4bs", params=SMALL["ppo"], num_envs=4)
+    algo_obj = cfg.build_algo()
+    try:
+        for _ in range(2):
+            sampled = algo_obj.train()["env_runners"]["num_env_steps_sampled"]
+            assert sampled == 256
+    finally:
+        algo_obj.stop()
+
+
 LEARN = {
     "ppo": ({"train_batch_size_per_learner": 512, "minibatch_size": 128, "num_epochs": 8,
              "learning_rate": 3e-3, "entropy_coeff": 0.0}, 40),
@@ -199,7 +211,7 @@ def test_module_sampling_matches_rllibs_multi_categorical(dims):
     import torch
     from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
 
-    from lwmecps_rllib.algorithms.common import sample_categoricals
+    from lwmecps_rllib.algorithms.common import categorical_logp_entropy, sample_categoricals
 
     torch.manual_seed(0)
     discrete = len(dims) == 1
@@ -208,6 +220,16 @@ def test_module_sampling_matches_rllibs_multi_categorical(dims):
     actions, logp = sample_categoricals(logits, dims, discrete)
     as_multi = actions[:, None] if discrete else actions
     torch.testing.assert_close(logp, dist.logp(as_multi), atol=1e-5, rtol=1e-5)
+    # The loss's log-probability and entropy: RLlib's values, gradients included.
+    fast_in = logits.clone().requires_grad_(True)
+    rl_in = logits.clone().requires_grad_(True)
+    fast_logp, fast_ent = categorical_logp_entropy(fast_in, dims, actions)
+    rl_dist = TorchMultiCategorical.get_partial_dist_cls(input_lens=dims).from_logits(rl_in)
+    torch.testing.assert_close(fast_logp, rl_dist.logp(as_multi), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_ent, rl_dist.entropy(), atol=1e-5, rtol=1e-5)
+    (fast_logp.sum() + fast_ent.sum()).backward()
+    (rl_dist.logp(as_multi).sum() + rl_dist.entropy().sum()).backward()
+    torch.testing.assert_close(fast_in.grad, rl_in.grad, atol=1e-5, rtol=1e-5)
     greedy, _ = sample_categoricals(logits, dims, discrete, greedy=True)
     greedy = greedy[:, None] if discrete else greedy
     assert torch.equal(greedy, dist.to_deterministic().sample())

@@ -305,7 +305,7 @@ def ready_counts(state: ClusterState, t: np.ndarray) -> np.ndarray:
 
 
 def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.random.Generator,
-            n_slots: int | None = None,
+            n_slots: int | np.ndarray | None = None,
             shared_stream: bool = False) -> tuple[ClusterState, Measurement]:
     """Simulate the next `n_slots` slots (default: one step's worth) of B clusters.
 
@@ -314,7 +314,8 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
         state: State before (not modified).
         trace: (T, S) users per slot; slot indices wrap around the day.
         rng: Source of all randomness (one 64-bit key is drawn per call).
-        n_slots: Slots to simulate.
+        n_slots: Slots to simulate: one count for every cluster, or (B,) counts (the
+            batched env advances fresh clusters by one slot and the others by a step).
         shared_stream: Give every cluster the same random numbers (common random numbers,
             for comparing candidate actions); by default each cluster has its own stream.
 
@@ -322,13 +323,14 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
         The state after, and the measurement summed over the slots.
     """
     n_slots = spec.scenario.slots_per_step if n_slots is None else n_slots
+    per_cluster = np.broadcast_to(np.asarray(n_slots, dtype=np.int64), state.slot.shape)
     moving = not spec.pinned  # only placement envs have moves to commit
     new = ClusterState(state.slot.copy(), state.replicas, state.ready_at,
                        state.node_of.copy() if moving else state.node_of, state.move_to,
                        state.move_at.copy() if moving else state.move_at)
     m = Measurement.zeros(len(state.slot), spec.n_nodes, spec.n_stations)
     kernels.advance(new.slot, new.ready_at, new.node_of, new.move_to, new.move_at, trace,
-                    spec.station_deployment, spec.delay_s, spec.params, n_slots,
+                    spec.station_deployment, spec.delay_s, spec.params, per_cluster,
                     rng.bit_generator.random_raw() >> 1, shared_stream, m.data)
     return new, m
 

@@ -154,9 +154,9 @@ def _stream_start(key: int, b: int, shared_stream: bool) -> np.uint64:
 @numba.njit(cache=True)
 def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to: np.ndarray,
             move_at: np.ndarray, trace: np.ndarray, station_dep: np.ndarray,
-            delay_s: np.ndarray, params: np.ndarray, n_slots: int, key: int,
+            delay_s: np.ndarray, params: np.ndarray, n_slots: np.ndarray, key: int,
             shared_stream: bool, out: np.ndarray) -> None:
-    """Simulate `n_slots` slots of B clusters into measurement rows `out`.
+    """Simulate `n_slots[b]` slots of each of B clusters into measurement rows `out`.
 
     Updates `slot`, `node_of` and `move_at` in place. Cluster `b` draws from the
     stream `key + b * _STREAM`, or from `key` itself when `shared_stream`.
@@ -179,7 +179,7 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
     rr = np.zeros(n_d, np.int64)
     for b in range(n_b):
         rng_state[0] = _stream_start(key, b, shared_stream)
-        for _ in range(n_slots):
+        for _ in range(n_slots[b]):
             t = slot[b] * slot_s
             for d in range(n_d):
                 if move_at[b, d] <= t:

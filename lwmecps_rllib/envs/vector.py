@@ -74,11 +74,11 @@ class LWMECPSEnv3Vector(VectorEnv):
         self.steps = np.zeros(num_envs, np.int64)
         self._autoreset = np.zeros(num_envs, bool)
 
-    def _fresh(self, k: int) -> tuple[core.ClusterState, core.Measurement]:
-        start = self.np_random.integers(len(self.trace), size=k)
-        reps = core.initial_replicas(self.spec_, self.trace, start - 1)
-        state = core.initial_state(self.spec_, start - 1, reps)
-        return core.advance(self.spec_, state, self.trace, self.np_random, n_slots=1)
+    def _fresh_rows(self, state: core.ClusterState, rows: np.ndarray) -> None:
+        """Put new clusters, one slot before a random start, in rows `rows` of `state`."""
+        start = self.np_random.integers(len(self.trace), size=rows.size) - 1
+        reps = core.initial_replicas(self.spec_, self.trace, start)
+        state.assign(rows, core.initial_state(self.spec_, start, reps))
 
     def reset(self, *, seed: int | list[int] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -93,7 +93,10 @@ class LWMECPSEnv3Vector(VectorEnv):
             self.state, self.last = core.advance(self.spec_, state, self.trace, self.np_random,
                                                  n_slots=1)
         else:
-            self.state, self.last = self._fresh(self.num_envs)
+            state = core.initial_state(self.spec_, np.zeros(self.num_envs, np.int64))
+            self._fresh_rows(state, np.arange(self.num_envs))
+            self.state, self.last = core.advance(self.spec_, state, self.trace, self.np_random,
+                                                 n_slots=1)
         self.steps[:] = 0
         self._autoreset[:] = False
         return env3_box_obs(self.spec_, self.state, self.last), {}
@@ -110,18 +113,26 @@ class LWMECPSEnv3Vector(VectorEnv):
         valid = core.fits(spec, replicas, home)
         replicas = np.where(valid[:, None], replicas, self.state.replicas)
         state = core.apply_replicas(spec, self.state, replicas)
-        state, m = core.advance(spec, state, self.trace, self.np_random)
+        # Clusters whose episode ended last step start afresh (their action is ignored):
+        # they are advanced by one slot, for their first observation, in the same call
+        # that advances the others by a step.
+        reset_rows = np.flatnonzero(self._autoreset)
+        n_slots = sc.slots_per_step
+        if reset_rows.size:
+            state = core.ClusterState(state.slot.copy(), state.replicas, state.ready_at,
+                                      state.node_of.copy(), state.move_to.copy(),
+                                      state.move_at.copy())
+            self._fresh_rows(state, reset_rows)
+            n_slots = np.full(self.num_envs, n_slots)
+            n_slots[reset_rows] = 1
+        state, m = core.advance(spec, state, self.trace, self.np_random, n_slots=n_slots)
         self.steps += 1
         metrics = core.step_metrics(spec, m, state.replicas, home)
         reward = np.where(valid, metrics[:, kernels.M_REWARD], sc.invalid_action_reward)
         thr = sc.termination_reward
         terminated = reward < thr if thr is not None else np.zeros(self.num_envs, bool)
         truncated = (self.steps >= self.episode_length) & ~terminated
-        reset_rows = np.flatnonzero(self._autoreset)
         if reset_rows.size:
-            fresh_state, fresh_m = self._fresh(reset_rows.size)
-            state.assign(reset_rows, fresh_state)
-            m.data[reset_rows] = fresh_m.data
             reward[reset_rows] = 0.0
             terminated[reset_rows] = False
             truncated[reset_rows] = False

@@ -49,6 +49,8 @@ class PPOConfig(LWMECPSAlgorithmConfig):
         """Weight of the entropy bonus."""
         self.train_batch_size_per_learner = 2048
         """Env steps per training iteration."""
+        self.rollout_fragment_length = "auto"
+        """Steps per env and sample; `"auto"`: one sample is exactly the train batch."""
         self.minibatch_size = 256
         """SGD minibatch size."""
         self.num_epochs = 8

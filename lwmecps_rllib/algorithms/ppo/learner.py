@@ -14,7 +14,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import ScaleRewards
+from lwmecps_rllib.algorithms.common import ScaleRewards, categorical_logp_entropy
 
 
 class PPOLearner(TorchLearner):
@@ -45,15 +45,15 @@ class PPOLearner(TorchLearner):
         def mean(x: torch.Tensor) -> torch.Tensor:
             return x[mask].mean() if mask is not None else x.mean()
 
-        dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        ratio = torch.exp(dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
+        logp, entropy = categorical_logp_entropy(fwd_out[Columns.ACTION_DIST_INPUTS],
+                                                 module._dims, batch[Columns.ACTIONS])
+        ratio = torch.exp(logp - batch[Columns.ACTION_LOGP])
         adv = batch[Postprocessing.ADVANTAGES]
         clip = config.clip_param
         surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - clip, 1 + clip))
         values = module.compute_values(batch)
         vf_err = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
         vf_loss = torch.clamp(vf_err, 0, config.vf_clip_param)
-        entropy = dist.entropy()
         total = mean(-surrogate + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy)
         with torch.no_grad():
             clipped = (torch.abs(ratio - 1.0) > clip).float()
