@@ -323,7 +323,8 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
         The state after, and the measurement summed over the slots.
     """
     n_slots = spec.scenario.slots_per_step if n_slots is None else n_slots
-    per_cluster = np.broadcast_to(np.asarray(n_slots, dtype=np.int64), state.slot.shape)
+    per_cluster = (n_slots if isinstance(n_slots, np.ndarray)
+                   else np.full(len(state.slot), n_slots, np.int64))
     moving = not spec.pinned  # only placement envs have moves to commit
     new = ClusterState(state.slot.copy(), state.replicas, state.ready_at,
                        state.node_of.copy() if moving else state.node_of, state.move_to,

@@ -73,12 +73,29 @@ class LWMECPSEnv3Vector(VectorEnv):
         self.last: core.Measurement | None = None
         self.steps = np.zeros(num_envs, np.int64)
         self._autoreset = np.zeros(num_envs, bool)
+        # Constant per env: what a reset at each slot of the trace starts with, the home
+        # nodes, and the slots each cluster advances per step.
+        self._start_replicas = core.initial_replicas(
+            self.spec_, self.trace, np.arange(len(self.trace))).astype(
+                np.min_scalar_type(self.spec_.max_pods))
+        self._home = np.broadcast_to(self.spec_.home_node, (num_envs, self.spec_.n_deployments))
+        self._step_slots = np.full(num_envs, self.scenario.slots_per_step, np.int64)
 
     def _fresh_rows(self, state: core.ClusterState, rows: np.ndarray) -> None:
-        """Put new clusters, one slot before a random start, in rows `rows` of `state`."""
+        """Put new clusters, one slot before a random start, in rows `rows` of `state`.
+
+        The same clusters as `core.initial_state(spec, start - 1,
+        core.initial_replicas(spec, trace, start - 1))`, written in place.
+        """
         start = self.np_random.integers(len(self.trace), size=rows.size) - 1
-        reps = core.initial_replicas(self.spec_, self.trace, start)
-        state.assign(rows, core.initial_state(self.spec_, start, reps))
+        reps = self._start_replicas[start]  # start - 1 = -1 wraps to the last slot
+        state.slot[rows] = start
+        state.replicas[rows] = reps
+        pod = np.arange(self.spec_.max_pods)
+        state.ready_at[rows] = np.where(pod < reps[:, :, None], -np.inf, np.inf)
+        state.node_of[rows] = self.spec_.home_node
+        state.move_to[rows] = self.spec_.home_node
+        state.move_at[rows] = np.inf
 
     def reset(self, *, seed: int | list[int] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -108,8 +125,8 @@ class LWMECPSEnv3Vector(VectorEnv):
             raise RuntimeError("call reset() before step()")
         spec, sc = self.spec_, self.scenario
         a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, spec.n_deployments)
-        replicas = np.clip(a, 0, spec.max_pods)
-        home = np.broadcast_to(spec.home_node, replicas.shape)
+        replicas = np.minimum(np.maximum(a, 0), spec.max_pods)
+        home = self._home
         valid = core.fits(spec, replicas, home)
         replicas = np.where(valid[:, None], replicas, self.state.replicas)
         state = core.apply_replicas(spec, self.state, replicas)
@@ -117,13 +134,13 @@ class LWMECPSEnv3Vector(VectorEnv):
         # they are advanced by one slot, for their first observation, in the same call
         # that advances the others by a step.
         reset_rows = np.flatnonzero(self._autoreset)
-        n_slots = sc.slots_per_step
+        n_slots = self._step_slots
         if reset_rows.size:
             state = core.ClusterState(state.slot.copy(), state.replicas, state.ready_at,
                                       state.node_of.copy(), state.move_to.copy(),
                                       state.move_at.copy())
             self._fresh_rows(state, reset_rows)
-            n_slots = np.full(self.num_envs, n_slots)
+            n_slots = n_slots.copy()
             n_slots[reset_rows] = 1
         state, m = core.advance(spec, state, self.trace, self.np_random, n_slots=n_slots)
         self.steps += 1
