@@ -190,6 +190,18 @@ def test_batched_env_autoreset_rows_start_like_a_single_env_reset() -> None:
             assert reward[row] == 0.0 and venv.steps[row] == 0
             checked += 1
     assert checked >= 6
+    # On the peak day a cluster starts with the replicas its first slot's load needs.
+    venv = LWMECPSEnv3Vector(num_envs=8, scenario="testbed-4bs-peak", episode_length=2)
+    venv.reset(seed=2)
+    single = LWMECPSEnv3(scenario="testbed-4bs-peak", obs_format="box")
+    for _ in range(3):
+        venv.step(np.full((8, 4), 3))
+    assert venv.steps.max() == 0  # every row was just reset
+    for row in range(8):
+        single.reset(seed=0, options={"start_slot": int(venv.state.slot[row])})
+        np.testing.assert_array_equal(venv.state.replicas[row], single.state.replicas[0])
+        np.testing.assert_array_equal(venv.state.ready_at[row], single.state.ready_at[0])
+    assert len(np.unique(venv.state.replicas.sum(1))) > 1
 
 
 def test_initial_replicas_follow_the_load_on_the_peak_scenario() -> None:
