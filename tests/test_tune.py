@@ -83,7 +83,10 @@ def _rows(path: Path) -> int:
 
 def test_interrupted_sweep_resumes_without_repeating_finished_trials(tmp_path):
     sweep = yaml.safe_load((ROOT / "tune_configs" / "smoke.yaml").read_text())
-    sweep.update(name="resume", stop={"training_iteration": 4}, register=False)
+    # Long enough trials that the second is still running when Ctrl-C lands: it is sent
+    # once the second has one iteration done, and nine more take seconds.
+    iters = 10
+    sweep.update(name="resume", stop={"training_iteration": iters}, register=False)
     sweep["search"].update(num_samples=3, max_concurrent_trials=1)
     sweep["wandb"] = {"enabled": False}
     sweep["evaluation"] = {"steps": 20, "baselines": ["static"]}
@@ -99,7 +102,7 @@ def test_interrupted_sweep_resumes_without_repeating_finished_trials(tmp_path):
     try:
         def first_done_second_started() -> bool:
             progress = sorted(folder.glob("PPO_*/progress.csv"))
-            return len(progress) >= 2 and sorted(_rows(p) for p in progress)[-1] == 4 \
+            return len(progress) >= 2 and sorted(_rows(p) for p in progress)[-1] == iters \
                 and min(_rows(p) for p in progress) >= 1
         _wait(first_done_second_started, 240, proc, "one finished and one running trial")
         proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
@@ -109,14 +112,14 @@ def test_interrupted_sweep_resumes_without_repeating_finished_trials(tmp_path):
             proc.kill()
     assert not (folder / "summary.json").exists()
     before = {p.parent.name: p.read_text() for p in folder.glob("PPO_*/progress.csv")}
-    finished = [name for name, text in before.items() if len(text.splitlines()) - 1 == 4]
+    finished = [name for name, text in before.items() if len(text.splitlines()) - 1 == iters]
     assert len(finished) == 1
     out = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True,
                          timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["num_trials"] == 3 and summary["num_errors"] == 0
-    assert all(r["iterations"] == 4 for r in summary["trials"])
+    assert all(r["iterations"] == iters for r in summary["trials"])
     # The finished trial was not run again.
     assert (folder / finished[0] / "progress.csv").read_text() == before[finished[0]]
     # The interrupted one continued from its checkpoint, not from scratch.
