@@ -139,11 +139,6 @@ class ClusterState:
     move_at: np.ndarray
     """(B, D) time the move completes; inf when not moving."""
 
-    def assign(self, idx: np.ndarray, other: ClusterState) -> None:
-        """Overwrite rows `idx` with `other` (in place; used by the batched env)."""
-        for f in dataclasses.fields(self):
-            getattr(self, f.name)[idx] = getattr(other, f.name)
-
 
 class Measurement:
     """What a step measured in each of B clusters, summed over its slots.
@@ -215,13 +210,28 @@ class Measurement:
 def initial_state(spec: ClusterSpec, start_slot: np.ndarray,
                   replicas: int | np.ndarray = 1) -> ClusterState:
     """Clusters with `replicas` (a count, or (B, D) counts) ready pods per deployment at home."""
-    b = len(start_slot)
-    reps = np.broadcast_to(np.asarray(replicas, dtype=np.int64), (b, spec.n_deployments))
-    j = np.arange(spec.max_pods)[None, None, :]
-    ready_at = np.where(j < reps[:, :, None], -np.inf, np.inf)
-    home = np.repeat(spec.home_node[None, :], b, axis=0)
-    return ClusterState(np.array(start_slot, dtype=np.int64), reps.copy(), ready_at, home,
-                        home.copy(), np.full((b, spec.n_deployments), np.inf))
+    b, d = len(start_slot), spec.n_deployments
+    state = ClusterState(np.empty(b, np.int64), np.empty((b, d), np.int64),
+                         np.empty((b, d, spec.max_pods)), np.empty((b, d), spec.home_node.dtype),
+                         np.empty((b, d), spec.home_node.dtype), np.empty((b, d)))
+    put_initial(spec, state, np.arange(b), start_slot, replicas)
+    return state
+
+
+def put_initial(spec: ClusterSpec, state: ClusterState, rows: np.ndarray,
+                start_slot: np.ndarray, replicas: int | np.ndarray = 1) -> None:
+    """Make rows `rows` of `state` fresh clusters, in place (see :func:`initial_state`).
+
+    The batched env resets the clusters whose episode ended this way, without building
+    a second state.
+    """
+    reps = np.asarray(replicas)  # a count, or (len(rows), D): assignment broadcasts
+    state.slot[rows] = start_slot
+    state.replicas[rows] = reps
+    state.ready_at[rows] = np.where(np.arange(spec.max_pods) < reps[..., None], -np.inf, np.inf)
+    state.node_of[rows] = spec.home_node
+    state.move_to[rows] = spec.home_node
+    state.move_at[rows] = np.inf
 
 
 def initial_replicas(spec: ClusterSpec, trace: np.ndarray, slots: np.ndarray) -> np.ndarray:

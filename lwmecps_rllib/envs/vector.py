@@ -81,21 +81,13 @@ class LWMECPSEnv3Vector(VectorEnv):
         self._home = np.broadcast_to(self.spec_.home_node, (num_envs, self.spec_.n_deployments))
         self._step_slots = np.full(num_envs, self.scenario.slots_per_step, np.int64)
 
-    def _fresh_rows(self, state: core.ClusterState, rows: np.ndarray) -> None:
-        """Put new clusters, one slot before a random start, in rows `rows` of `state`.
+    def _starts(self, k: int) -> np.ndarray:
+        """`k` random slots one before an episode's start (its first observed slot)."""
+        return self.np_random.integers(len(self.trace), size=k) - 1
 
-        The same clusters as `core.initial_state(spec, start - 1,
-        core.initial_replicas(spec, trace, start - 1))`, written in place.
-        """
-        start = self.np_random.integers(len(self.trace), size=rows.size) - 1
-        reps = self._start_replicas[start]  # start - 1 = -1 wraps to the last slot
-        state.slot[rows] = start
-        state.replicas[rows] = reps
-        pod = np.arange(self.spec_.max_pods)
-        state.ready_at[rows] = np.where(pod < reps[:, :, None], -np.inf, np.inf)
-        state.node_of[rows] = self.spec_.home_node
-        state.move_to[rows] = self.spec_.home_node
-        state.move_at[rows] = np.inf
+    def _start_reps(self, slots: np.ndarray) -> np.ndarray:
+        """(B, D) replicas of clusters reset at `slots` (`core.initial_replicas`)."""
+        return self._start_replicas[slots % len(self.trace)]
 
     def reset(self, *, seed: int | list[int] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -104,16 +96,12 @@ class LWMECPSEnv3Vector(VectorEnv):
             seed = seed[0]
         super().reset(seed=seed)
         if options and "start_slot" in options:
-            start = np.full(self.num_envs, int(options["start_slot"]))
-            reps = core.initial_replicas(self.spec_, self.trace, start - 1)
-            state = core.initial_state(self.spec_, start - 1, reps)
-            self.state, self.last = core.advance(self.spec_, state, self.trace, self.np_random,
-                                                 n_slots=1)
+            slots = np.full(self.num_envs, int(options["start_slot"]) - 1)
         else:
-            state = core.initial_state(self.spec_, np.zeros(self.num_envs, np.int64))
-            self._fresh_rows(state, np.arange(self.num_envs))
-            self.state, self.last = core.advance(self.spec_, state, self.trace, self.np_random,
-                                                 n_slots=1)
+            slots = self._starts(self.num_envs)
+        state = core.initial_state(self.spec_, slots, self._start_reps(slots))
+        self.state, self.last = core.advance(self.spec_, state, self.trace, self.np_random,
+                                             n_slots=1)
         self.steps[:] = 0
         self._autoreset[:] = False
         return env3_box_obs(self.spec_, self.state, self.last), {}
@@ -139,7 +127,8 @@ class LWMECPSEnv3Vector(VectorEnv):
             state = core.ClusterState(state.slot.copy(), state.replicas, state.ready_at,
                                       state.node_of.copy(), state.move_to.copy(),
                                       state.move_at.copy())
-            self._fresh_rows(state, reset_rows)
+            slots = self._starts(reset_rows.size)
+            core.put_initial(self.spec_, state, reset_rows, slots, self._start_reps(slots))
             n_slots = n_slots.copy()
             n_slots[reset_rows] = 1
         state, m = core.advance(spec, state, self.trace, self.np_random, n_slots=n_slots)
