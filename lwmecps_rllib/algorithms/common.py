@@ -281,6 +281,17 @@ def heads_mlp(model_config: dict[str, Any], dims: list[int], obs_dim: int,
     return SharedHeadMLP(views, obs_dim, hidden, dims[0])
 
 
+def head_groups(logits: torch.Tensor, dims: list[int]) -> list[torch.Tensor]:
+    """Side-by-side logits as (B, k, n) groups of equal-sized heads, in head order.
+
+    One group of all heads when every dimension has the same number of choices (one
+    `log_softmax` or `argmax` call for all), else one group per head.
+    """
+    if len(set(dims)) == 1:
+        return [logits.view(logits.shape[0], len(dims), dims[0])]
+    return [x[:, None, :] for x in torch.split(logits, dims, dim=-1)]
+
+
 def sample_categoricals(logits: torch.Tensor, dims: list[int], discrete: bool,
                         greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample (or take the argmax of) one categorical per action dimension, with logp.
@@ -299,12 +310,8 @@ def sample_categoricals(logits: torch.Tensor, dims: list[int], discrete: bool,
     Returns:
         Actions (B,) or (B, len(dims)) int64, and their log-probability (B,).
     """
-    if len(set(dims)) == 1:
-        per_head = [logits.view(logits.shape[0], len(dims), dims[0])]
-    else:
-        per_head = [x[:, None, :] for x in torch.split(logits, dims, dim=-1)]
     acts, logp = [], 0.0
-    for lg in per_head:
+    for lg in head_groups(logits, dims):
         if greedy:
             a = lg.argmax(-1)
         else:
@@ -333,15 +340,11 @@ def categorical_logp_entropy(logits: torch.Tensor, dims: list[int],
     Returns:
         `logp` (B,) and `entropy` (B,).
     """
+    groups = head_groups(logits, dims)
     acts = actions.long().reshape(logits.shape[0], len(dims))
-    if len(set(dims)) == 1:
-        per_head = [logits.view(logits.shape[0], len(dims), dims[0])]
-        picks = [acts]
-    else:
-        per_head = [x[:, None, :] for x in torch.split(logits, dims, dim=-1)]
-        picks = [acts[:, d:d + 1] for d in range(len(dims))]
+    picks = torch.split(acts, [g.shape[1] for g in groups], dim=1)
     logp = entropy = 0.0
-    for lg, a in zip(per_head, picks, strict=True):
+    for lg, a in zip(groups, picks, strict=True):
         lsm = torch.log_softmax(lg, -1)
         logp = logp + lsm.gather(-1, a[..., None]).squeeze(-1).sum(-1)
         entropy = entropy - (lsm.exp() * lsm).sum(-1).sum(-1)
