@@ -37,9 +37,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "dqn": {"learning_rate": 5e-4, "discount_factor": 0.9, "epsilon": 0.005,
             "epsilon_timesteps": 60000, "updates_per_iteration": 4,
             "train_batch_size_per_learner": 128, "target_network_update_freq": 2000,
-            "learning_starts": 2000},
+            "learning_starts": 2000, "action_costs": True},
     "qlearning": {"learning_rate": 0.2, "discount_factor": 0.9, "epsilon": 0.02,
-                  "epsilon_timesteps": 60000, "bins": 10},
+                  "epsilon_timesteps": 60000, "bins": 10, "action_costs": True},
 }
 
 

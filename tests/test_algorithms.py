@@ -127,12 +127,14 @@ LEARN = {
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("algo", ALGOS)
-def test_learns_the_known_optimum(ray_session, algo: str) -> None:
+@pytest.mark.parametrize(("algo", "costs"), [(a, False) for a in ALGOS]
+                         + [("dqn", True), ("qlearning", True)])
+def test_learns_the_known_optimum(ray_session, algo: str, costs: bool) -> None:
     from lwmecps_rllib.algorithms.inference import greedy_actions
     from lwmecps_rllib.envs import make_env
 
     params, budget = LEARN[algo]
+    params = {**params, "action_costs": True} if costs else params
     sc = tiny_scenario()
     algo_obj = build_config(algo, scenario=sc, params=params, seed=0, num_envs=8).build_algo()
     env = make_env("LWMECPSEnv3", {"scenario": sc})
@@ -276,3 +278,61 @@ def test_local_views_share_one_function_across_deployments(algo):
         build_config(algo, params={"views": "sideways"})
     with pytest.raises(ValueError, match="views='local' needs an env with per-head views"):
         _ = build_config(algo, env="LWMECPSEnv2", params={"views": "local"}).model_config
+
+
+def test_action_costs_are_the_reward_besides_latency():
+    """`action_costs` gives, per joint action, exactly what the step's reward charges for
+    replicas and imbalance: with the latency weight at 0 the reward is minus that cost."""
+    from lwmecps_rllib.envs import action_costs, make_env
+    from lwmecps_rllib.scenarios import load_scenario
+
+    sc = load_scenario("testbed-4bs-peak").replace(latency_weight=0.0)
+    costs = np.asarray(action_costs("LWMECPSEnv3", {"scenario": sc}))
+    assert costs.shape == (625,)
+    env = make_env("LWMECPSEnv3", {"scenario": sc})
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        a = rng.integers(0, 5, size=4)
+        _, reward, *_ = env.step(a)
+        assert reward == pytest.approx(-costs[np.ravel_multi_index(tuple(a), (5,) * 4)])
+    # Four replicas everywhere: 16 pods and no imbalance; [4, 3, 3, 3] pays for imbalance.
+    assert costs[-1] == pytest.approx(1.6)
+    assert costs[np.ravel_multi_index((4, 3, 3, 3), (5,) * 4)] > 1.3
+    assert action_costs("LWMECPSEnv2", {}) is None
+    assert action_costs("LWMECPSEnv3", {"scenario": "testbed-4bs"}, limit=100) is None
+
+
+@pytest.mark.parametrize("algo", ["dqn", "qlearning"])
+def test_action_costs_enter_q_and_the_joint_argmax(algo):
+    """With `action_costs`, `Q(s, a) = mean_d Q_d(s, a_d) - reward_scale * cost(a)` and
+    the greedy action maximises it over all 625 joint actions (brute force agrees)."""
+    import torch
+
+    from lwmecps_rllib.envs import make_env
+
+    cfg = build_config(algo, scenario="testbed-4bs-peak", params={"action_costs": True})
+    spec = cfg.get_default_rl_module_spec()
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs-peak"})
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    spec.model_config = cfg.model_config
+    module = spec.build()
+    if algo == "qlearning":
+        with torch.no_grad():
+            module.q.uniform_(-1, 0)
+    obs = torch.as_tensor(np.stack([env.observation_space.sample() for _ in range(5)]))
+    heads = module.heads(obs)
+    joint = torch.as_tensor(np.indices((5,) * 4).reshape(4, -1).T.copy())
+    costs = torch.as_tensor(cfg.model_config["action_costs"], dtype=torch.float32)
+    for i in range(5):
+        rows = [h[i:i + 1].expand(625, -1) for h in heads]
+        q_all = module.q_value(rows, joint)
+        expected = (torch.stack([rows[d][torch.arange(625), joint[:, d]] for d in range(4)])
+                    .mean(0) - cfg.reward_scale * costs)
+        torch.testing.assert_close(q_all, expected)
+        best = module.best_actions([h[i:i + 1] for h in heads])[0]
+        assert torch.equal(best, joint[q_all.argmax()])
+    greedy = module.forward_inference({"obs": obs})["actions"]
+    assert torch.equal(greedy, module.best_actions(heads))
+    with pytest.raises(ValueError, match="action_costs=True needs an env with known"):
+        _ = build_config(algo, env="LWMECPSEnv2", params={"action_costs": True}).model_config

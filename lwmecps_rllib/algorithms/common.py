@@ -141,6 +141,26 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
         return self.gamma
 
 
+def known_action_costs(config: Any) -> list[float] | None:
+    """The env's cost of every joint action when `config.action_costs` is set, else None.
+
+    Raises:
+        ValueError: `action_costs=True` on an env that defines no such costs (only
+            LWMECPSEnv3 with at most 4096 joint actions does).
+    """
+    if not getattr(config, "action_costs", False):
+        return None
+    from lwmecps_rllib.envs import action_costs
+
+    env = config.env if isinstance(config.env, str) else None
+    costs = action_costs(env, config.env_config) if env else None
+    if costs is None:
+        raise ValueError(f"action_costs=True needs an env with known action costs "
+                         f"(LWMECPSEnv3 with at most 4096 joint actions), got env {config.env!r}; "
+                         f"use action_costs=False")
+    return costs
+
+
 class EnvMetricsCallback(RLlibCallback):
     """Per-episode means of the env's step metrics, logged next to RLlib's episode stats.
 
@@ -376,6 +396,19 @@ def linear_epsilon(t: int, start: float, end: float, steps: int) -> float:
     return start + frac * (end - start)
 
 
+def picked_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """(B, heads) `Q_d(s, a_d)` of the taken actions ((B,) or (B, heads))."""
+    if actions.dim() == 1:
+        actions = actions[:, None]
+    picked = [q.gather(-1, actions[:, d:d + 1].long()).squeeze(-1) for d, q in enumerate(heads)]
+    return torch.stack(picked, -1)
+
+
+def joint_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """`mean_d Q_d(s, a_d)` for the taken actions."""
+    return picked_q(heads, actions).mean(-1)
+
+
 class FactorisedQModule(TorchRLModule):
     """Acting with a factorised Q-function `Q(s, a) = mean_d Q_d(s, a_d)` (DQN, Q-learning).
 
@@ -383,6 +416,11 @@ class FactorisedQModule(TorchRLModule):
     per-head argmax, which maximises the factorised Q exactly) and epsilon-greedy
     exploration with the linear schedule of `model_config` (`epsilon_start`, `epsilon`,
     `epsilon_timesteps`). Actions are returned directly, so no action distribution.
+
+    With `model_config["action_costs"]` (one cost per joint action, in C order of the
+    action dimensions, from :func:`lwmecps_rllib.envs.action_costs`) the value is
+    `Q(s, a) = mean_d Q_d(s, a_d) - reward_scale * cost(a)` and the greedy action is the
+    argmax over every joint action (:meth:`q_value`, :meth:`best_actions`).
     """
 
     def setup_actions(self) -> None:
@@ -392,13 +430,51 @@ class FactorisedQModule(TorchRLModule):
         self._eps = (float(self.model_config.get("epsilon_start", 1.0)),
                      float(self.model_config.get("epsilon", 0.05)),
                      int(self.model_config.get("epsilon_timesteps", 20000)))
+        costs = self.model_config.get("action_costs")
+        self._costed = costs is not None
+        if self._costed:
+            n = int(np.prod(self._dims))
+            costs = torch.as_tensor(costs, dtype=torch.float32)
+            if costs.shape != (n,):
+                raise ValueError(f"action_costs must give one cost per joint action ({n}), "
+                                 f"got shape {tuple(costs.shape)}")
+            scale = float(self.model_config.get("reward_scale", 1.0))
+            joint = np.indices(self._dims).reshape(len(self._dims), -1).T
+            strides = np.cumprod([1, *self._dims[::-1]])[:-1][::-1]
+            self.register_buffer("_cost", costs * scale, persistent=False)
+            self.register_buffer("_joint", torch.as_tensor(joint.copy()), persistent=False)
+            self.register_buffer("_strides", torch.as_tensor(strides.copy()), persistent=False)
+
+    def q_value(self, heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        """(B,) `Q(s, a)` of the taken actions: the heads' mean, less the known cost.
+
+        With `action_costs`, `Q(s, a) = mean_d Q_d(s, a_d) - reward_scale * cost(a)`:
+        the part of the reward that the action alone fixes is added exactly, and the
+        heads learn only the rest of the return.
+        """
+        q = joint_q(heads, actions)
+        if self._costed:
+            idx = (actions.long().reshape(len(q), -1) * self._strides).sum(-1)
+            q = q - self._cost[idx]
+        return q
+
+    def best_actions(self, heads: list[torch.Tensor]) -> torch.Tensor:
+        """(B, heads) actions maximising `Q(s, .)`.
+
+        The per-head argmax, or with `action_costs` the argmax over every joint action
+        (the cost couples the heads).
+        """
+        if not self._costed:
+            return torch.stack([q.argmax(-1) for q in heads], -1)
+        total = sum(q[:, self._joint[:, d]] for d, q in enumerate(heads)) / len(heads)
+        return self._joint[(total - self._cost).argmax(-1)]
 
     def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """Q-values of every head: a list of (B, nvec[d]) tensors."""
         raise NotImplementedError
 
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
-        acts = torch.stack([q.argmax(-1) for q in self.heads(obs)], dim=-1)
+        acts = self.best_actions(self.heads(obs))
         return acts[:, 0] if self._discrete else acts
 
     @override(TorchRLModule)

@@ -10,7 +10,13 @@ import gymnasium as gym
 from lwmecps_rllib.envs.lwmecps_env import LWMECPSEnv
 from lwmecps_rllib.envs.lwmecps_env2 import LWMECPSEnv2
 from lwmecps_rllib.envs.lwmecps_env3 import LWMECPSEnv3
-from lwmecps_rllib.envs.registration import ENV_NAMES, head_views, make_env, register_rllib_envs
+from lwmecps_rllib.envs.registration import (
+    ENV_NAMES,
+    action_costs,
+    head_views,
+    make_env,
+    register_rllib_envs,
+)
 from lwmecps_rllib.envs.vector import LWMECPSEnv3Vector
 
 for _name in ENV_NAMES:
@@ -28,6 +34,7 @@ __all__ = [
     "LWMECPSEnv2",
     "LWMECPSEnv3",
     "LWMECPSEnv3Vector",
+    "action_costs",
     "head_views",
     "make_env",
     "register_rllib_envs",

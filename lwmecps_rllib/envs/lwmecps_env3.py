@@ -58,6 +58,24 @@ def env3_head_views(spec: ClusterSpec) -> list[list[int]]:
     return views
 
 
+def env3_action_costs(spec: ClusterSpec) -> np.ndarray:
+    """The reward's part fixed by the action alone, for every joint action.
+
+    Returns a (prod(nvec),) array, joint actions in C order of the replica counts
+    (`np.ravel_multi_index`): `replica_cost * replicas + imbalance_weight *
+    imbalance`, what the step's reward subtracts besides the latency term. The
+    deployments are pinned, so the counts alone fix both terms.
+    """
+    n_d = spec.n_deployments
+    counts = np.indices((spec.max_pods + 1,) * n_d).reshape(n_d, -1).T.copy()
+    nodes = np.broadcast_to(spec.home_node, counts.shape).copy()
+    quiet = Measurement.zeros(len(counts), spec.n_nodes, spec.n_stations)
+    out = np.empty((len(counts), kernels.N_METRICS))
+    kernels.step_metrics(counts, nodes, quiet.data, spec.node_cap, spec.pod_usage,
+                         float(spec.pod_request[0]), spec.failed_latency_ms, spec.weights, out)
+    return -out[:, kernels.M_REWARD]
+
+
 def _scalar(high: float) -> spaces.Box:
     return spaces.Box(0.0, np.float32(high), shape=(), dtype=np.float32)
 

@@ -66,6 +66,26 @@ def head_views(name: str, config: dict[str, Any] | None = None) -> list[list[int
                                                                       "testbed-4bs"))))
 
 
+def action_costs(name: str, config: dict[str, Any] | None = None,
+                 limit: int = 4096) -> list[float] | None:
+    """Per joint action, the part of the step's cost the action alone fixes, or None.
+
+    LWMECPSEnv3 charges `replica_cost` per replica and `imbalance_weight` times the
+    nodes' imbalance, both functions of the replica counts alone (see
+    :func:`lwmecps_rllib.envs.lwmecps_env3.env3_action_costs`). None for the other envs
+    and when there are more than `limit` joint actions.
+    """
+    if name != "LWMECPSEnv3":
+        return None
+    from lwmecps_rllib.envs.lwmecps_env3 import env3_action_costs, env3_spec
+    from lwmecps_rllib.scenarios import load_scenario
+
+    spec = env3_spec(load_scenario((config or {}).get("scenario", "testbed-4bs")))
+    if (spec.max_pods + 1) ** spec.n_deployments > limit:
+        return None
+    return env3_action_costs(spec).tolist()
+
+
 def register_rllib_envs() -> None:
     """Register the three envs with `ray.tune.registry.register_env` under their names."""
     from ray.tune.registry import register_env

@@ -20,7 +20,11 @@ from ray.rllib.utils.metrics import (
 )
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
-from lwmecps_rllib.algorithms.common import LWMECPSAlgorithmConfig, check_param
+from lwmecps_rllib.algorithms.common import (
+    LWMECPSAlgorithmConfig,
+    check_param,
+    known_action_costs,
+)
 
 
 class DQNConfig(LWMECPSAlgorithmConfig):
@@ -61,6 +65,9 @@ class DQNConfig(LWMECPSAlgorithmConfig):
         """Env steps sampled per runner per iteration."""
         self.grad_clip = 10.0
         """Global gradient-norm clip."""
+        self.action_costs = False
+        """Add the env's known cost of each joint action to Q exactly (see
+        `lwmecps_rllib.envs.action_costs`) and act by the argmax over joint actions."""
         self._model_config = {"hidden": [128, 128]}
 
     @override(LWMECPSAlgorithmConfig)
@@ -68,11 +75,13 @@ class DQNConfig(LWMECPSAlgorithmConfig):
                  epsilon_timesteps: int = NotProvided, replay_capacity: int = NotProvided,
                  learning_starts: int = NotProvided, target_network_update_freq: int = NotProvided,
                  updates_per_iteration: int = NotProvided, reward_scale: float = NotProvided,
-                 **kwargs: Any) -> DQNConfig:
+                 action_costs: bool = NotProvided, **kwargs: Any) -> DQNConfig:
         """DQN settings plus the common ones (`learning_rate`, `discount_factor`, `epsilon`)."""
         super().training(**kwargs)
         if double_q is not NotProvided:
             self.double_q = bool(double_q)
+        if action_costs is not NotProvided:
+            self.action_costs = bool(action_costs)
         if epsilon_start is not NotProvided:
             check_param("epsilon_start", epsilon_start, 0.0, 1.0)
             self.epsilon_start = float(epsilon_start)
@@ -94,7 +103,10 @@ class DQNConfig(LWMECPSAlgorithmConfig):
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return {"epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
                 "epsilon_timesteps": self.epsilon_timesteps,
-                "head_features": self.head_features(default="local")}
+                "head_features": self.head_features(default="local"),
+                "reward_scale": self.reward_scale,
+                "action_costs": known_action_costs(self)}
+
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

@@ -18,25 +18,15 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT, QF_NEXT_TARGET
 
 
-def picked_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
-    """(B, heads) `Q_d(s, a_d)` of the taken actions ((B,) or (B, heads))."""
-    if actions.dim() == 1:
-        actions = actions[:, None]
-    picked = [q.gather(-1, actions[:, d:d + 1].long()).squeeze(-1) for d, q in enumerate(heads)]
-    return torch.stack(picked, -1)
-
-
-def joint_q(heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
-    """`mean_d Q_d(s, a_d)` for the taken actions."""
-    return picked_q(heads, actions).mean(-1)
-
-
 class DQNLearner(TorchLearner):
     """TD learning on replayed transitions.
 
-    Target: `r + gamma * (1 - terminated) * mean_d Q_target_d(s', a*_d)`, with `a*_d` the
-    argmax of the online head (double Q) or of the target head. The target network is
-    copied from the online one every `target_network_update_freq` env steps.
+    Target: `r + gamma * (1 - terminated) * Q_target(s', a*)`, with `a*` the greedy action
+    of the online network (double Q) or of the target network. `Q` and the greedy action
+    are the module's (:meth:`FactorisedQModule.q_value`, `best_actions`): the mean of the
+    heads (less the known action cost with `action_costs`), and the per-head (or joint)
+    argmax. The target network is copied from the online one every
+    `target_network_update_freq` env steps.
     """
 
     @override(TorchLearner)
@@ -53,13 +43,12 @@ class DQNLearner(TorchLearner):
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
-        q_sa = joint_q(fwd_out[QF], batch[Columns.ACTIONS])
+        module = self.module[module_id].unwrapped()
+        q_sa = module.q_value(fwd_out[QF], batch[Columns.ACTIONS])
         with torch.no_grad():
-            if config.double_q:
-                best = torch.stack([q.argmax(-1) for q in fwd_out[QF_NEXT]], -1)
-            else:
-                best = torch.stack([q.argmax(-1) for q in fwd_out[QF_NEXT_TARGET]], -1)
-            q_next = joint_q(fwd_out[QF_NEXT_TARGET], best)
+            best = module.best_actions(fwd_out[QF_NEXT] if config.double_q
+                                       else fwd_out[QF_NEXT_TARGET])
+            q_next = module.q_value(fwd_out[QF_NEXT_TARGET], best)
             done = batch[Columns.TERMINATEDS].float()
             gamma_n = config.gamma ** batch.get("n_step", torch.ones_like(done))
             target = batch[Columns.REWARDS] * config.reward_scale + gamma_n * (1 - done) * q_next

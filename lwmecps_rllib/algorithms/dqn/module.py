@@ -28,7 +28,9 @@ class DQNModule(FactorisedQModule, TargetNetworkAPI):
     action is the per-head argmax. `model_config`: `hidden` (layer sizes),
     `head_features` (`views="local"`: one network shared by the heads, each reading its
     own features followed by the whole observation), `epsilon_start`, `epsilon`
-    (final), `epsilon_timesteps` (linear decay).
+    (final), `epsilon_timesteps` (linear decay), `action_costs` and `reward_scale`
+    (the known cost of each joint action, added to Q exactly; see
+    :class:`~lwmecps_rllib.algorithms.common.FactorisedQModule`).
     """
 
     @override(TorchRLModule)

@@ -19,7 +19,11 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from lwmecps_rllib.algorithms.common import LWMECPSAlgorithmConfig, check_param
+from lwmecps_rllib.algorithms.common import (
+    LWMECPSAlgorithmConfig,
+    check_param,
+    known_action_costs,
+)
 
 
 class QLearningConfig(LWMECPSAlgorithmConfig):
@@ -52,11 +56,15 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
         """Env steps sampled per runner env per iteration; each is learned from once."""
         self.train_batch_size_per_learner = 32
         self.grad_clip = None
+        self.action_costs = False
+        """Add the env's known cost of each joint action to Q exactly (see
+        `lwmecps_rllib.envs.action_costs`) and act by the argmax over joint actions."""
 
     @override(LWMECPSAlgorithmConfig)
     def training(self, *, bins: int = NotProvided, table_size: int = NotProvided,
                  epsilon_start: float = NotProvided, epsilon_timesteps: int = NotProvided,
-                 reward_scale: float = NotProvided, **kwargs: Any) -> QLearningConfig:
+                 reward_scale: float = NotProvided, action_costs: bool = NotProvided,
+                 **kwargs: Any) -> QLearningConfig:
         """Q-learning settings plus the common ones (and `views`: local by default, so
         each deployment's head looks up its own features in one shared table)."""
         super().training(**kwargs)
@@ -71,6 +79,8 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
         if reward_scale is not NotProvided:
             check_param("reward_scale", reward_scale, 0.0, low_open=True)
             self.reward_scale = float(reward_scale)
+        if action_costs is not NotProvided:
+            self.action_costs = bool(action_costs)
         return self
 
     @property
@@ -79,7 +89,8 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
         return {"bins": self.bins, "table_size": self.table_size,
                 "head_features": self.head_features(default="local"),
                 "epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
-                "epsilon_timesteps": self.epsilon_timesteps}
+                "epsilon_timesteps": self.epsilon_timesteps,
+                "reward_scale": self.reward_scale, "action_costs": known_action_costs(self)}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

@@ -13,7 +13,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.dqn.learner import joint_q, picked_q
+from lwmecps_rllib.algorithms.common import picked_q
 from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
 from lwmecps_rllib.algorithms.qlearning.module import Q_ROWS
 
@@ -49,13 +49,14 @@ class QLearningLearner(TorchLearner):
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
         heads = fwd_out[QF]
+        module = self._module[module_id].unwrapped()
         picked = picked_q(heads, batch[Columns.ACTIONS])
-        q_sa = picked.mean(-1)
+        q_sa = module.q_value(heads, batch[Columns.ACTIONS])
         with torch.no_grad():
-            best = torch.stack([q.argmax(-1) for q in fwd_out[QF_NEXT]], -1)
+            best = module.best_actions(fwd_out[QF_NEXT])
             done = batch[Columns.TERMINATEDS].float()
             target = (batch[Columns.REWARDS] * config.reward_scale
-                      + config.gamma * (1 - done) * joint_q(fwd_out[QF_NEXT], best))
+                      + config.gamma * (1 - done) * module.q_value(fwd_out[QF_NEXT], best))
         td = q_sa - target
         entries = self._module[module_id].entry_ids(fwd_out[Q_ROWS], batch[Columns.ACTIONS])
         _, inverse, counts = torch.unique(entries, return_inverse=True, return_counts=True)

@@ -134,7 +134,7 @@ class QTableModule(FactorisedQModule):
 
     @override(FactorisedQModule)
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
-        acts = torch.stack([q.argmax(-1) for q in self.filled_heads(obs)], -1)
+        acts = self.best_actions(self.filled_heads(obs))
         return acts[:, 0] if self._discrete else acts
 
     @override(TorchRLModule)
