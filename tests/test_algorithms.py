@@ -334,5 +334,7 @@ def test_action_costs_enter_q_and_the_joint_argmax(algo):
         assert torch.equal(best, joint[q_all.argmax()])
     greedy = module.forward_inference({"obs": obs})["actions"]
     assert torch.equal(greedy, module.best_actions(heads))
+    with pytest.raises(ValueError, match="action_costs must be true or false, got 'false'"):
+        build_config(algo, params={"action_costs": "false"})
     with pytest.raises(ValueError, match="action_costs=True needs an env with known"):
         _ = build_config(algo, env="LWMECPSEnv2", params={"action_costs": True}).model_config

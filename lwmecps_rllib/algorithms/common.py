@@ -43,6 +43,13 @@ def check_param(name: str, value: Any, low: float | None = None, high: float | N
         raise ValueError(f"{name} must be {kind}{' ' + rng if rng else ''}, got {value!r}")
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """`value` if it is a bool (numpy's too); else ValueError naming `name`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 class LWMECPSAlgorithmConfig(AlgorithmConfig):
     """Base config of our algorithms: the reference's hyper-parameter names, checked early.
 

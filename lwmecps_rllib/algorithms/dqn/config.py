@@ -22,6 +22,7 @@ from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBu
 
 from lwmecps_rllib.algorithms.common import (
     LWMECPSAlgorithmConfig,
+    check_flag,
     check_param,
     known_action_costs,
 )
@@ -79,9 +80,9 @@ class DQNConfig(LWMECPSAlgorithmConfig):
         """DQN settings plus the common ones (`learning_rate`, `discount_factor`, `epsilon`)."""
         super().training(**kwargs)
         if double_q is not NotProvided:
-            self.double_q = bool(double_q)
+            self.double_q = check_flag("double_q", double_q)
         if action_costs is not NotProvided:
-            self.action_costs = bool(action_costs)
+            self.action_costs = check_flag("action_costs", action_costs)
         if epsilon_start is not NotProvided:
             check_param("epsilon_start", epsilon_start, 0.0, 1.0)
             self.epsilon_start = float(epsilon_start)

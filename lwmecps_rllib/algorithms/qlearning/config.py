@@ -21,6 +21,7 @@ from ray.rllib.utils.metrics import (
 
 from lwmecps_rllib.algorithms.common import (
     LWMECPSAlgorithmConfig,
+    check_flag,
     check_param,
     known_action_costs,
 )
@@ -80,7 +81,7 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
             check_param("reward_scale", reward_scale, 0.0, low_open=True)
             self.reward_scale = float(reward_scale)
         if action_costs is not NotProvided:
-            self.action_costs = bool(action_costs)
+            self.action_costs = check_flag("action_costs", action_costs)
         return self
 
     @property
