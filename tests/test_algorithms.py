@@ -301,6 +301,12 @@ def test_action_costs_are_the_reward_besides_latency():
     assert costs[np.ravel_multi_index((4, 3, 3, 3), (5,) * 4)] > 1.3
     assert action_costs("LWMECPSEnv2", {}) is None
     assert action_costs("LWMECPSEnv3", {"scenario": "testbed-4bs"}, limit=100) is None
+    # Nodes of 6 CPUs hold 3 of the 2-CPU pods: 4 replicas would not fit, and such a
+    # step gets `invalid_action_reward`, not a cost, so no table is given.
+    small = tiny_scenario().replace(nodes=(NodeSpec("n1", cpu=6.0), NodeSpec("n2", cpu=6.0)),
+                                    max_replicas=4)
+    assert action_costs("LWMECPSEnv3", {"scenario": small}) is None
+    assert len(action_costs("LWMECPSEnv3", {"scenario": tiny_scenario()})) == 9
 
 
 @pytest.mark.parametrize("algo", ["dqn", "qlearning"])

@@ -153,7 +153,7 @@ def known_action_costs(config: Any) -> list[float] | None:
 
     Raises:
         ValueError: `action_costs=True` on an env that defines no such costs (only
-            LWMECPSEnv3 with at most 4096 joint actions does).
+            LWMECPSEnv3 with at most 4096 joint actions, all fitting the nodes, does).
     """
     if not getattr(config, "action_costs", False):
         return None
@@ -162,8 +162,11 @@ def known_action_costs(config: Any) -> list[float] | None:
     env = config.env if isinstance(config.env, str) else None
     costs = action_costs(env, config.env_config) if env else None
     if costs is None:
+        scenario = (config.env_config or {}).get("scenario", "testbed-4bs")
+        scenario = getattr(scenario, "name", scenario)
         raise ValueError(f"action_costs=True needs an env with known action costs "
-                         f"(LWMECPSEnv3 with at most 4096 joint actions), got env {config.env!r}; "
+                         f"(LWMECPSEnv3 with at most 4096 joint actions, all fitting the "
+                         f"nodes), got env {config.env!r} on scenario {scenario!r}; "
                          f"use action_costs=False")
     return costs
 

@@ -58,17 +58,21 @@ def env3_head_views(spec: ClusterSpec) -> list[list[int]]:
     return views
 
 
-def env3_action_costs(spec: ClusterSpec) -> np.ndarray:
+def env3_action_costs(spec: ClusterSpec) -> np.ndarray | None:
     """The reward's part fixed by the action alone, for every joint action.
 
     Returns a (prod(nvec),) array, joint actions in C order of the replica counts
     (`np.ravel_multi_index`): `replica_cost * replicas + imbalance_weight *
     imbalance`, what the step's reward subtracts besides the latency term. The
-    deployments are pinned, so the counts alone fix both terms.
+    deployments are pinned, so the counts alone fix both terms. None when some joint
+    action does not fit the nodes: such a step gets `invalid_action_reward` instead, so
+    the reward is not latency plus this cost for every action.
     """
     n_d = spec.n_deployments
     counts = np.indices((spec.max_pods + 1,) * n_d).reshape(n_d, -1).T.copy()
     nodes = np.broadcast_to(spec.home_node, counts.shape).copy()
+    if not kernels.fits(counts, nodes, spec.pod_request, spec.node_cap).all():
+        return None
     quiet = Measurement.zeros(len(counts), spec.n_nodes, spec.n_stations)
     out = np.empty((len(counts), kernels.N_METRICS))
     kernels.step_metrics(counts, nodes, quiet.data, spec.node_cap, spec.pod_usage,

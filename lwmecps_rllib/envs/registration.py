@@ -72,8 +72,9 @@ def action_costs(name: str, config: dict[str, Any] | None = None,
 
     LWMECPSEnv3 charges `replica_cost` per replica and `imbalance_weight` times the
     nodes' imbalance, both functions of the replica counts alone (see
-    :func:`lwmecps_rllib.envs.lwmecps_env3.env3_action_costs`). None for the other envs
-    and when there are more than `limit` joint actions.
+    :func:`lwmecps_rllib.envs.lwmecps_env3.env3_action_costs`). None for the other envs,
+    when there are more than `limit` joint actions, and when some joint action does not
+    fit the nodes.
     """
     if name != "LWMECPSEnv3":
         return None
@@ -83,7 +84,8 @@ def action_costs(name: str, config: dict[str, Any] | None = None,
     spec = env3_spec(load_scenario((config or {}).get("scenario", "testbed-4bs")))
     if (spec.max_pods + 1) ** spec.n_deployments > limit:
         return None
-    return env3_action_costs(spec).tolist()
+    costs = env3_action_costs(spec)
+    return None if costs is None else costs.tolist()
 
 
 def register_rllib_envs() -> None:

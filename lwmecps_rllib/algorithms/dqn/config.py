@@ -108,7 +108,6 @@ class DQNConfig(LWMECPSAlgorithmConfig):
                 "reward_scale": self.reward_scale,
                 "action_costs": known_action_costs(self)}
 
-
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from lwmecps_rllib.algorithms.dqn.module import DQNModule

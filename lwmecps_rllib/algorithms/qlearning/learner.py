@@ -58,7 +58,7 @@ class QLearningLearner(TorchLearner):
             target = (batch[Columns.REWARDS] * config.reward_scale
                       + config.gamma * (1 - done) * module.q_value(fwd_out[QF_NEXT], best))
         td = q_sa - target
-        entries = self._module[module_id].entry_ids(fwd_out[Q_ROWS], batch[Columns.ACTIONS])
+        entries = module.entry_ids(fwd_out[Q_ROWS], batch[Columns.ACTIONS])
         _, inverse, counts = torch.unique(entries, return_inverse=True, return_counts=True)
         weight = (td[:, None] / counts[inverse]).detach()
         loss = torch.sum(picked * weight)
