@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lwmecps_rllib.cluster import kernels
+from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
 from lwmecps_rllib.scenarios import Scenario
@@ -71,13 +71,10 @@ def env3_action_costs(spec: ClusterSpec) -> np.ndarray | None:
     n_d = spec.n_deployments
     counts = np.indices((spec.max_pods + 1,) * n_d).reshape(n_d, -1).T.copy()
     nodes = np.broadcast_to(spec.home_node, counts.shape).copy()
-    if not kernels.fits(counts, nodes, spec.pod_request, spec.node_cap).all():
+    if not core.fits(spec, counts, nodes).all():
         return None
     quiet = Measurement.zeros(len(counts), spec.n_nodes, spec.n_stations)
-    out = np.empty((len(counts), kernels.N_METRICS))
-    kernels.step_metrics(counts, nodes, quiet.data, spec.node_cap, spec.pod_usage,
-                         float(spec.pod_request[0]), spec.failed_latency_ms, spec.weights, out)
-    return -out[:, kernels.M_REWARD]
+    return -core.step_metrics(spec, quiet, counts, nodes)[:, kernels.M_REWARD]
 
 
 def _scalar(high: float) -> spaces.Box:
