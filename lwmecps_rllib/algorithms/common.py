@@ -462,11 +462,14 @@ class FactorisedQModule(TorchRLModule):
         the part of the reward that the action alone fixes is added exactly, and the
         heads learn only the rest of the return.
         """
-        q = joint_q(heads, actions)
-        if self._costed:
-            idx = (actions.long().reshape(len(q), -1) * self._strides).sum(-1)
-            q = q - self._cost[idx]
-        return q
+        return joint_q(heads, actions) - self.known_cost(actions)
+
+    def known_cost(self, actions: torch.Tensor) -> torch.Tensor | float:
+        """(B,) `reward_scale * cost(a)` of the taken actions; 0 without `action_costs`."""
+        if not self._costed:
+            return 0.0
+        idx = (actions.long().reshape(len(actions), -1) * self._strides).sum(-1)
+        return self._cost[idx]
 
     def best_actions(self, heads: list[torch.Tensor]) -> torch.Tensor:
         """(B, heads) actions maximising `Q(s, .)`.

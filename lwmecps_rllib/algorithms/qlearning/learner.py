@@ -51,7 +51,7 @@ class QLearningLearner(TorchLearner):
         heads = fwd_out[QF]
         module = self._module[module_id].unwrapped()
         picked = picked_q(heads, batch[Columns.ACTIONS])
-        q_sa = module.q_value(heads, batch[Columns.ACTIONS])
+        q_sa = picked.mean(-1) - module.known_cost(batch[Columns.ACTIONS])
         with torch.no_grad():
             best = module.best_actions(fwd_out[QF_NEXT])
             done = batch[Columns.TERMINATEDS].float()
