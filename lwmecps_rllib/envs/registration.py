@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+
+if TYPE_CHECKING:
+    from lwmecps_rllib.cluster.core import ClusterSpec
 
 ENV_NAMES = ("LWMECPSEnv", "LWMECPSEnv2", "LWMECPSEnv3")
 _ENV_KEYS = {"scenario", "trace", "backend", "backend_config", "episode_length", "obs_format",
@@ -50,6 +53,14 @@ def make_env(name: str, config: dict[str, Any] | None = None) -> gym.Env | gym.v
     return cls(**cfg)
 
 
+def _env3_spec(config: dict[str, Any] | None) -> ClusterSpec:
+    """The compiled cluster of LWMECPSEnv3 built from `config` (RLlib's `env_config`)."""
+    from lwmecps_rllib.envs.lwmecps_env3 import env3_spec
+    from lwmecps_rllib.scenarios import load_scenario
+
+    return env3_spec(load_scenario((config or {}).get("scenario", "testbed-4bs")))
+
+
 def head_views(name: str, config: dict[str, Any] | None = None) -> list[list[int]] | None:
     """Per action head, the box-observation indices that describe it, or None.
 
@@ -59,11 +70,9 @@ def head_views(name: str, config: dict[str, Any] | None = None) -> list[list[int
     """
     if name != "LWMECPSEnv3":
         return None
-    from lwmecps_rllib.envs.lwmecps_env3 import env3_head_views, env3_spec
-    from lwmecps_rllib.scenarios import load_scenario
+    from lwmecps_rllib.envs.lwmecps_env3 import env3_head_views
 
-    return env3_head_views(env3_spec(load_scenario((config or {}).get("scenario",
-                                                                      "testbed-4bs"))))
+    return env3_head_views(_env3_spec(config))
 
 
 def action_costs(name: str, config: dict[str, Any] | None = None,
@@ -78,10 +87,9 @@ def action_costs(name: str, config: dict[str, Any] | None = None,
     """
     if name != "LWMECPSEnv3":
         return None
-    from lwmecps_rllib.envs.lwmecps_env3 import env3_action_costs, env3_spec
-    from lwmecps_rllib.scenarios import load_scenario
+    from lwmecps_rllib.envs.lwmecps_env3 import env3_action_costs
 
-    spec = env3_spec(load_scenario((config or {}).get("scenario", "testbed-4bs")))
+    spec = _env3_spec(config)
     if (spec.max_pods + 1) ** spec.n_deployments > limit:
         return None
     costs = env3_action_costs(spec)
