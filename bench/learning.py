@@ -38,7 +38,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "epsilon_timesteps": 60000, "updates_per_iteration": 4,
             "train_batch_size_per_learner": 128, "target_network_update_freq": 2000,
             "learning_starts": 2000, "action_costs": True},
-    "qlearning": {"learning_rate": 0.2, "discount_factor": 0.9, "epsilon": 0.02,
+    "qlearning": {"learning_rate": 0.2, "discount_factor": 0.9, "epsilon": 0.002,
                   "epsilon_timesteps": 60000, "bins": 10, "action_costs": True},
 }
 
