@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -133,6 +134,8 @@ class DQN(Algorithm):
     def setup(self, config: DQNConfig) -> None:
         super().setup(config)
         self.replay = EpisodeReplayBuffer(capacity=self.config.replay_capacity)
+        # RLlib's buffer draws from an unseeded generator; seeded, a run is reproducible.
+        self.replay.rng = np.random.default_rng(self.config.seed)
 
     @override(Algorithm)
     def training_step(self) -> None:
