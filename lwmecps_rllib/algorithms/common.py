@@ -171,6 +171,51 @@ def known_action_costs(config: Any) -> list[float] | None:
     return costs
 
 
+class FactorisedQConfig(LWMECPSAlgorithmConfig):
+    """Settings shared by the algorithms acting with a :class:`FactorisedQModule` (DQN,
+    Q-learning): the exploration schedule, the reward scale and the known action costs,
+    and what of them the module reads from `model_config`."""
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class)
+        self.epsilon_start = 1.0
+        """Initial exploration rate."""
+        self.epsilon_timesteps = 20000
+        """Env steps of the linear decay from `epsilon_start` to `epsilon`."""
+        self.reward_scale = 0.01
+        """Rewards are multiplied by this inside the TD target (keeps Q-values O(1))."""
+        self.action_costs = False
+        """Add the env's known cost of each joint action to Q exactly (see
+        `lwmecps_rllib.envs.action_costs`) and act by the argmax over joint actions."""
+
+    @override(LWMECPSAlgorithmConfig)
+    def training(self, *, epsilon_start: float = NotProvided,
+                 epsilon_timesteps: int = NotProvided, reward_scale: float = NotProvided,
+                 action_costs: bool = NotProvided, **kwargs: Any) -> FactorisedQConfig:
+        """Exploration schedule, reward scale and action costs, plus the common settings."""
+        super().training(**kwargs)
+        if action_costs is not NotProvided:
+            self.action_costs = check_flag("action_costs", action_costs)
+        if epsilon_start is not NotProvided:
+            check_param("epsilon_start", epsilon_start, 0.0, 1.0)
+            self.epsilon_start = float(epsilon_start)
+        if epsilon_timesteps is not NotProvided:
+            check_param("epsilon_timesteps", epsilon_timesteps, 0, integer=True)
+            self.epsilon_timesteps = int(epsilon_timesteps)
+        if reward_scale is not NotProvided:
+            check_param("reward_scale", reward_scale, 0.0, low_open=True)
+            self.reward_scale = float(reward_scale)
+        return self
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {"epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
+                "epsilon_timesteps": self.epsilon_timesteps,
+                "head_features": self.head_features(default="local"),
+                "reward_scale": self.reward_scale, "action_costs": known_action_costs(self)}
+
+
 class EnvMetricsCallback(RLlibCallback):
     """Per-episode means of the env's step metrics, logged next to RLlib's episode stats.
 

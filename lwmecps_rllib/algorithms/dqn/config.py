@@ -21,15 +21,10 @@ from ray.rllib.utils.metrics import (
 )
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
-from lwmecps_rllib.algorithms.common import (
-    LWMECPSAlgorithmConfig,
-    check_flag,
-    check_param,
-    known_action_costs,
-)
+from lwmecps_rllib.algorithms.common import FactorisedQConfig, check_flag, check_param
 
 
-class DQNConfig(LWMECPSAlgorithmConfig):
+class DQNConfig(FactorisedQConfig):
     """Deep Q-learning with replay, a target network, epsilon-greedy and double Q.
 
     Example:
@@ -45,10 +40,6 @@ class DQNConfig(LWMECPSAlgorithmConfig):
         """Discount (`discount_factor`)."""
         self.epsilon = 0.05
         """Final exploration rate (`epsilon`)."""
-        self.epsilon_start = 1.0
-        """Initial exploration rate."""
-        self.epsilon_timesteps = 20000
-        """Env steps of the linear decay from `epsilon_start` to `epsilon`."""
         self.double_q = True
         """Pick next actions with the online net, value them with the target net."""
         self.replay_capacity = 50000
@@ -59,55 +50,31 @@ class DQNConfig(LWMECPSAlgorithmConfig):
         """Env steps between target-network copies."""
         self.updates_per_iteration = 8
         """Gradient steps per training iteration."""
-        self.reward_scale = 0.01
-        """Rewards are multiplied by this inside the TD target (keeps Q-values O(1))."""
         self.train_batch_size_per_learner = 256
         """Transitions per gradient step."""
         self.rollout_fragment_length = 64
         """Env steps sampled per runner per iteration."""
         self.grad_clip = 10.0
         """Global gradient-norm clip."""
-        self.action_costs = False
-        """Add the env's known cost of each joint action to Q exactly (see
-        `lwmecps_rllib.envs.action_costs`) and act by the argmax over joint actions."""
         self._model_config = {"hidden": [128, 128]}
 
-    @override(LWMECPSAlgorithmConfig)
-    def training(self, *, double_q: bool = NotProvided, epsilon_start: float = NotProvided,
-                 epsilon_timesteps: int = NotProvided, replay_capacity: int = NotProvided,
+    @override(FactorisedQConfig)
+    def training(self, *, double_q: bool = NotProvided, replay_capacity: int = NotProvided,
                  learning_starts: int = NotProvided, target_network_update_freq: int = NotProvided,
-                 updates_per_iteration: int = NotProvided, reward_scale: float = NotProvided,
-                 action_costs: bool = NotProvided, **kwargs: Any) -> DQNConfig:
-        """DQN settings plus the common ones (`learning_rate`, `discount_factor`, `epsilon`)."""
+                 updates_per_iteration: int = NotProvided, **kwargs: Any) -> DQNConfig:
+        """DQN settings plus the common ones (`learning_rate`, `discount_factor`, `epsilon`,
+        the exploration schedule, `reward_scale`, `action_costs`)."""
         super().training(**kwargs)
         if double_q is not NotProvided:
             self.double_q = check_flag("double_q", double_q)
-        if action_costs is not NotProvided:
-            self.action_costs = check_flag("action_costs", action_costs)
-        if epsilon_start is not NotProvided:
-            check_param("epsilon_start", epsilon_start, 0.0, 1.0)
-            self.epsilon_start = float(epsilon_start)
-        for name, value, low in (("epsilon_timesteps", epsilon_timesteps, 0),
-                                 ("replay_capacity", replay_capacity, 1),
+        for name, value, low in (("replay_capacity", replay_capacity, 1),
                                  ("learning_starts", learning_starts, 0),
                                  ("target_network_update_freq", target_network_update_freq, 1),
                                  ("updates_per_iteration", updates_per_iteration, 1)):
             if value is not NotProvided:
                 check_param(name, value, low, integer=True)
                 setattr(self, name, int(value))
-        if reward_scale is not NotProvided:
-            check_param("reward_scale", reward_scale, 0.0, low_open=True)
-            self.reward_scale = float(reward_scale)
         return self
-
-    @property
-    @override(AlgorithmConfig)
-    def _model_config_auto_includes(self) -> dict[str, Any]:
-        return {"epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
-                "epsilon_timesteps": self.epsilon_timesteps,
-                "head_features": self.head_features(default="local"),
-                "reward_scale": self.reward_scale,
-                "action_costs": known_action_costs(self)}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

@@ -19,15 +19,10 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from lwmecps_rllib.algorithms.common import (
-    LWMECPSAlgorithmConfig,
-    check_flag,
-    check_param,
-    known_action_costs,
-)
+from lwmecps_rllib.algorithms.common import FactorisedQConfig, check_param
 
 
-class QLearningConfig(LWMECPSAlgorithmConfig):
+class QLearningConfig(FactorisedQConfig):
     """Tabular Q-learning with epsilon-greedy exploration over a discretised observation.
 
     Example:
@@ -43,55 +38,33 @@ class QLearningConfig(LWMECPSAlgorithmConfig):
         """Discount (`discount_factor`)."""
         self.epsilon = 0.05
         """Final exploration rate (`epsilon`)."""
-        self.epsilon_start = 1.0
-        """Initial exploration rate."""
-        self.epsilon_timesteps = 20000
-        """Env steps of the linear decay from `epsilon_start` to `epsilon`."""
         self.bins = 10
         """Bins per observation feature."""
         self.table_size = 16384
         """Rows of the Q-table (exact up to `bins^features`, else hashed)."""
-        self.reward_scale = 0.01
-        """Rewards are multiplied by this in the TD target."""
         self.rollout_fragment_length = 32
         """Env steps sampled per runner env per iteration; each is learned from once."""
         self.train_batch_size_per_learner = 32
         self.grad_clip = None
-        self.action_costs = False
-        """Add the env's known cost of each joint action to Q exactly (see
-        `lwmecps_rllib.envs.action_costs`) and act by the argmax over joint actions."""
 
-    @override(LWMECPSAlgorithmConfig)
+    @override(FactorisedQConfig)
     def training(self, *, bins: int = NotProvided, table_size: int = NotProvided,
-                 epsilon_start: float = NotProvided, epsilon_timesteps: int = NotProvided,
-                 reward_scale: float = NotProvided, action_costs: bool = NotProvided,
                  **kwargs: Any) -> QLearningConfig:
-        """Q-learning settings plus the common ones (and `views`: local by default, so
-        each deployment's head looks up its own features in one shared table)."""
+        """Q-learning settings plus the common ones (the exploration schedule,
+        `reward_scale`, `action_costs`, and `views`: local by default, so each
+        deployment's head looks up its own features in one shared table)."""
         super().training(**kwargs)
-        for name, value, low in (("bins", bins, 1), ("table_size", table_size, 1),
-                                 ("epsilon_timesteps", epsilon_timesteps, 0)):
+        for name, value in (("bins", bins), ("table_size", table_size)):
             if value is not NotProvided:
-                check_param(name, value, low, integer=True)
+                check_param(name, value, 1, integer=True)
                 setattr(self, name, int(value))
-        if epsilon_start is not NotProvided:
-            check_param("epsilon_start", epsilon_start, 0.0, 1.0)
-            self.epsilon_start = float(epsilon_start)
-        if reward_scale is not NotProvided:
-            check_param("reward_scale", reward_scale, 0.0, low_open=True)
-            self.reward_scale = float(reward_scale)
-        if action_costs is not NotProvided:
-            self.action_costs = check_flag("action_costs", action_costs)
         return self
 
     @property
-    @override(AlgorithmConfig)
+    @override(FactorisedQConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        return {"bins": self.bins, "table_size": self.table_size,
-                "head_features": self.head_features(default="local"),
-                "epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
-                "epsilon_timesteps": self.epsilon_timesteps,
-                "reward_scale": self.reward_scale, "action_costs": known_action_costs(self)}
+        return {**super()._model_config_auto_includes,
+                "bins": self.bins, "table_size": self.table_size}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
