@@ -126,6 +126,9 @@ def main() -> None:
                    help='JSON overrides per algorithm, e.g. {"ppo": {"learning_rate": 1e-3}}')
     args = p.parse_args()
     overrides = json.loads(args.params)
+    for name in overrides:
+        if name not in SETTINGS:
+            p.error(f"--params: unknown algorithm {name!r}; allowed: {sorted(SETTINGS)}")
     steps = json.loads(args.steps)
     budgets = steps if isinstance(steps, dict) else dict.fromkeys(SETTINGS, int(steps))
     ensure_ray()
