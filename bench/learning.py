@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--params", default="{}",
                    help='JSON overrides per algorithm, e.g. {"ppo": {"learning_rate": 1e-3}}')
     args = p.parse_args()
+    algos, scenarios = args.algos.split(","), args.scenarios.split(",")
     overrides = json.loads(args.params)
     for name in overrides:
         if name not in SETTINGS:
@@ -137,18 +138,18 @@ def main() -> None:
                               "shuffle_stations": sorted(shuffled),
                               "load_jitter": args.load_jitter,
                               "settings": {sc: {a: settings_for(a, sc, overrides)
-                                                for a in args.algos.split(",")}
-                                           for sc in args.scenarios.split(",")},
+                                                for a in algos}
+                                           for sc in scenarios},
                               "runs": {}}
-    for scenario in args.scenarios.split(","):
+    for scenario in scenarios:
         names = (policies_for("LWMECPSEnv3") if args.baselines == "all"
                  else [] if args.baselines == "none" else args.baselines.split(","))
         trained = {}
         training = {}
-        for algo_name in args.algos.split(","):
+        for algo_name in algos:
             t0 = time.perf_counter()
             algo, history = train(algo_name, "LWMECPSEnv3", scenario, iterations=100_000,
-                                  params=settings_for(algo_name, scenario, overrides),
+                                  params=report["settings"][scenario][algo_name],
                                   seed=args.seed,
                                   max_env_steps=budgets[algo_name],
                                   shuffle_stations=algo_name in shuffled,
@@ -181,7 +182,7 @@ def main() -> None:
         report["runs"][scenario] = {"training": training, "trace_b": table, "verdict": verdict}
         print(json.dumps({scenario: report["runs"][scenario]}), file=sys.stderr, flush=True)
     if args.throughput_steps > 0:
-        first = args.scenarios.split(",")[0]
+        first = scenarios[0]
         report["throughput_env_steps_per_s"] = {
             "scenario": first, **throughput(args.throughput_steps, args.seed, first)}
     print(json.dumps(report, indent=2))
