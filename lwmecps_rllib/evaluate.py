@@ -7,16 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lwmecps_rllib import atomic
 from lwmecps_rllib.backends.kubernetes import add_backend_arguments, backend_config_from_args
 from lwmecps_rllib.baselines import Policy, make_baseline, policies_for
 from lwmecps_rllib.envs import ENV_NAMES, make_env
@@ -128,19 +126,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _smooth(x: np.ndarray, k: int) -> np.ndarray:
     padded = np.pad(x, (k // 2, k - 1 - k // 2), mode="edge")
     return np.convolve(padded, np.ones(k) / k, mode="valid")
@@ -203,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(result))
     if args.output:
-        write_json_atomic(args.output, result)
+        atomic.write_json(args.output, result)
         print(f"wrote {args.output}")
     if args.plot:
         sc = load_scenario(args.scenario)

@@ -233,7 +233,7 @@ class PlacementPolicy:
         Raises:
             ValueError: when neither resolves (the message says what was tried).
         """
-        from lwmecps_rllib.registry import ModelRegistry, RegistryError
+        from lwmecps_rllib.model_registry import ModelRegistry, RegistryError
 
         if Path(model).is_dir():
             return cls.from_checkpoint(model, env or "LWMECPSEnv3", scenario or "testbed-4bs")
@@ -576,7 +576,7 @@ def app_builder(args: dict[str, Any] | ServeArgs) -> Any:
     if registry:
         a = a.model_copy(update={"registry": str(Path(registry).resolve())})
     else:
-        from lwmecps_rllib.registry import default_registry_path
+        from lwmecps_rllib.model_registry import default_registry_path
 
         a = a.model_copy(update={"registry": str(default_registry_path().resolve())})
     if Path(a.model).is_dir():

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from lwmecps_rllib import atomic
 from lwmecps_rllib.envs import ENV_NAMES
 from lwmecps_rllib.envs.base import check_augmentation
 
@@ -684,7 +685,6 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
         SweepError: when the folder already holds a sweep and `resume` is False, when
             there is nothing to resume, or when every trial failed.
     """
-    from lwmecps_rllib.evaluate import write_json_atomic
     from lwmecps_rllib.training import ensure_ray
 
     folder = experiment_folder(cfg, storage_path)
@@ -700,9 +700,7 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
     tuner = build_tuner(cfg, storage_path, resume)
     if not resume:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = sweep_file.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        os.replace(tmp, sweep_file)
+        atomic.write_text(sweep_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     results = tuner.fit()
     unfinished = _unfinished(results, cfg)
     if unfinished:
@@ -731,7 +729,7 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
         summary["evaluation"] = evaluate_best(cfg, best.checkpoint.path)
     if cfg.register:
         summary["model_id"] = register_best(cfg, best.checkpoint.path, summary, registry_path)
-    write_json_atomic(folder / "summary.json", summary)
+    atomic.write_json(folder / "summary.json", summary)
     return summary
 
 
@@ -751,7 +749,7 @@ def register_best(cfg: SweepConfig, checkpoint: str, summary: dict[str, Any],
                   registry_path: str | Path | None) -> str:
     """Register the best checkpoint as a `candidate`; returns the model id."""
     from lwmecps_rllib.algorithms import canonical_name
-    from lwmecps_rllib.registry import ModelRegistry
+    from lwmecps_rllib.model_registry import ModelRegistry
     from lwmecps_rllib.training import algorithm_label
 
     metrics: dict[str, Any] = {cfg.metric: summary["best"]["metric"]}

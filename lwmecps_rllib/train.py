@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lwmecps_rllib import atomic
 from lwmecps_rllib.algorithms import algorithm_names
 from lwmecps_rllib.backends.kubernetes import add_backend_arguments, backend_config_from_args
 from lwmecps_rllib.envs import ENV_NAMES
-from lwmecps_rllib.evaluate import format_table, write_json_atomic
+from lwmecps_rllib.evaluate import format_table
 from lwmecps_rllib.training import algorithm_label, evaluate_checkpoint, save_atomic, train
 
 
@@ -97,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.output
     ckpt = save_atomic(algo, out / "checkpoint")
     algo.stop()
-    write_json_atomic(out / "metrics.json", history)
+    atomic.write_json(out / "metrics.json", history)
     print(f"checkpoint: {ckpt}")
     if not args.no_eval:
         result = evaluate_checkpoint(ckpt, args.env, args.scenario, "b", seed=args.seed,
                                      steps=args.eval_steps, name=label)
         print(format_table(result))
-        write_json_atomic(out / "evaluation.json", result)
+        atomic.write_json(out / "evaluation.json", result)
     return 0
 
 

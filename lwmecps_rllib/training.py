@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 
+from lwmecps_rllib import atomic
 from lwmecps_rllib.algorithms import build_config, canonical_name
 from lwmecps_rllib.algorithms.common import flat_metrics
 from lwmecps_rllib.algorithms.inference import TrainedPolicy, load_module
@@ -40,27 +39,11 @@ def ensure_ray(address: str | None = None) -> None:
 
 
 def save_atomic(algo: Algorithm, path: str | Path) -> Path:
-    """Checkpoint `algo` to `path` through a sibling temporary folder and a rename.
+    """Checkpoint `algo` to `path` atomically (:func:`lwmecps_rllib.atomic.folder`).
 
     A crash mid-save leaves the previous checkpoint (if any) intact.
     """
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        algo.save_to_path(str(tmp))
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return atomic.write_folder(path, lambda tmp: algo.save_to_path(str(tmp)))
 
 
 def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs",

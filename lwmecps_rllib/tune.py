@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lwmecps_rllib.registry import RegistryError
+from lwmecps_rllib.model_registry import RegistryError
 from lwmecps_rllib.sweep import (
     SweepConfig,
     SweepError,

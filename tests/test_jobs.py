@@ -144,7 +144,7 @@ def test_jobs_on_a_real_ray_head(ray_head, tmp_path):
 
     asyncio.run(scenario())
     summary = json.loads((tmp_path / "out" / "tune" / "sweep-job" / "summary.json").read_text())
-    from lwmecps_rllib.registry import ModelRegistry
+    from lwmecps_rllib.model_registry import ModelRegistry
 
     assert ModelRegistry(registry).get(summary["model_id"]).stage == "candidate"
     assert os.path.exists(summary["best"]["checkpoint"])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lwmecps_rllib import models
 from lwmecps_rllib.algorithms.inference import MODULE_SUBDIR
-from lwmecps_rllib.registry import ModelRegistry, RegistryError
+from lwmecps_rllib.model_registry import ModelRegistry, RegistryError
+from lwmecps_rllib.model_registry import __main__ as models
 
 
 def fake_checkpoint(root: Path, payload: bytes = b"weights") -> Path:

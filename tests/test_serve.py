@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from lwmecps_rllib.algorithms.inference import greedy_actions, load_module
 from lwmecps_rllib.envs import make_env
-from lwmecps_rllib.registry import ModelRegistry
+from lwmecps_rllib.model_registry import ModelRegistry
 from lwmecps_rllib.serving import app_builder, request_from_env
 from lwmecps_rllib.training import save_atomic, train
 

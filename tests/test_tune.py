@@ -16,7 +16,7 @@ import yaml
 
 from lwmecps_rllib.algorithms.inference import greedy_actions, load_module
 from lwmecps_rllib.envs import make_env
-from lwmecps_rllib.registry import ModelRegistry
+from lwmecps_rllib.model_registry import ModelRegistry
 from lwmecps_rllib.sweep import SweepError, load_sweep, run_sweep
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ Each lives in its own package (`qlearning/`, `dqn/`, `ppo/`) with `config.py` (t
 (the `TorchLearner` with the loss) and `module.py` (the `TorchRLModule`).
 """
 
-from lwmecps_rllib.algorithms.registry import (
+from lwmecps_rllib.algorithms.catalog import (
     ALGORITHMS,
     ALIASES,
     algorithm_names,

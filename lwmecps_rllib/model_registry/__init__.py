@@ -1,5 +1,7 @@
 """The model registry: trained checkpoints with their provenance, on SQLite.
 
+Its command line is `python -m lwmecps_rllib.model_registry`.
+
 Each model has an id, the algorithm, env and scenario it was trained for, its config and
 metrics, the checkpoint (copied into the registry's folder, so the sweep that made it can
 be deleted), a checksum of the checkpoint's files, the time it was registered, and a
@@ -32,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lwmecps_rllib import atomic
 
 #: Stages a model can be in.
 STAGES = ("candidate", "production", "archived")
@@ -174,11 +178,15 @@ class ModelRegistry:
         model_id = f"{label}-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         self.root.mkdir(parents=True, exist_ok=True)
         dest = (self.root / model_id).resolve()
-        tmp = self.root / f".{model_id}.tmp"
-        try:
-            shutil.copytree(src, tmp)
+        checksum = ""
+
+        def copy(tmp: Path) -> None:
+            nonlocal checksum
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
             checksum = checkpoint_checksum(tmp)
-            tmp.rename(dest)
+
+        try:
+            atomic.write_folder(dest, copy, replace=False)
             record = ModelRecord(
                 id=model_id, algorithm=algorithm, env=env, scenario=str(scenario),
                 checkpoint=str(dest), checksum=checksum, created_at=now.isoformat(),
@@ -192,7 +200,6 @@ class ModelRegistry:
                      json.dumps(record.metrics, default=str), record.checkpoint,
                      record.checksum, record.created_at, record.stage))
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(dest, ignore_errors=True)
             raise
         return record

@@ -1,4 +1,4 @@
-"""Algorithms by name, and building a ready-to-train config from plain parameters."""
+"""The catalog of algorithms by name, and building a ready-to-train config from plain parameters."""
 
 from __future__ import annotations
 

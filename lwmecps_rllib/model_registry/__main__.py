@@ -1,10 +1,10 @@
 """The model registry from the command line.
 
-    python -m lwmecps_rllib.models list [--stage production] [--env LWMECPSEnv3]
-    python -m lwmecps_rllib.models show MODEL_ID|STAGE
-    python -m lwmecps_rllib.models promote MODEL_ID
-    python -m lwmecps_rllib.models archive MODEL_ID
-    python -m lwmecps_rllib.models register CHECKPOINT --algo ppo --env LWMECPSEnv3 \\
+    python -m lwmecps_rllib.model_registry list [--stage production] [--env LWMECPSEnv3]
+    python -m lwmecps_rllib.model_registry show MODEL_ID|STAGE
+    python -m lwmecps_rllib.model_registry promote MODEL_ID
+    python -m lwmecps_rllib.model_registry archive MODEL_ID
+    python -m lwmecps_rllib.model_registry register CHECKPOINT --algo ppo --env LWMECPSEnv3 \\
         --scenario testbed-4bs
 
 `--registry PATH` (or `$LWMECPS_REGISTRY`) picks the SQLite file.
@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from lwmecps_rllib.registry import STAGES, ModelRegistry, RegistryError
+from lwmecps_rllib.model_registry import STAGES, ModelRegistry, RegistryError
 
 
 def format_models(registry: ModelRegistry, stage: str | None = None,
@@ -35,7 +35,7 @@ def format_models(registry: ModelRegistry, stage: str | None = None,
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.models",
+    p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.model_registry",
                                 description="List, show, promote and archive trained models.")
     p.add_argument("--registry", default=None, help="SQLite file (default $LWMECPS_REGISTRY "
                    "or runs/models/registry.sqlite)")
