@@ -16,7 +16,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-import lwmecps_rllib.envs  # noqa: F401  (registers the envs)
+import lwmecps_rllib  # noqa: F401  (registers the envs with gymnasium)
 
 
 def time_single(env: gym.Env, steps: int, repeats: int, seed: int = 0) -> float:

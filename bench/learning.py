@@ -6,7 +6,9 @@ configuration on CartPole-v1, in the same process.
 
     python bench/learning.py [--algos ppo,dqn,qlearning] [--scenarios testbed-4bs-peak,testbed-4bs]
                              [--steps '{"ppo": 1000000, ...}' | N] [--seed 0]
-                             [--shuffle-stations ppo,dqn] [--load-jitter 0.2]
+
+Every algorithm trains with its recommended preset (`lwmecps_rllib.presets`): its
+parameters, training-day augmentation and env-step budget.
 
 Prints one JSON object.
 """
@@ -27,36 +29,15 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from lwmecps_rllib.algorithms.inference import TrainedPolicy
 from lwmecps_rllib.baselines import policies_for
 from lwmecps_rllib.evaluate import evaluate
-from lwmecps_rllib.training import ensure_ray, train
-
-#: Per-algorithm settings used by the benchmark (also the documented recommendations).
-SETTINGS: dict[str, dict[str, Any]] = {
-    "ppo": {"learning_rate": 3e-4, "discount_factor": 0.9, "epsilon": 0.2,
-            "train_batch_size_per_learner": 4096, "minibatch_size": 512, "num_epochs": 4,
-            "entropy_coeff": 0.003},
-    "dqn": {"learning_rate": 5e-4, "discount_factor": 0.9, "epsilon": 0.005,
-            "epsilon_timesteps": 60000, "updates_per_iteration": 4,
-            "train_batch_size_per_learner": 128, "target_network_update_freq": 2000,
-            "learning_starts": 2000, "action_costs": True},
-    "qlearning": {"learning_rate": 0.2, "discount_factor": 0.9, "epsilon": 0.002,
-                  "epsilon_timesteps": 60000, "bins": 10, "action_costs": True},
-}
-
-#: Per-scenario changes to `SETTINGS`. On the peak day DQN's replay keeps the last
-#: 200,000 of its 600,000 steps (a third; 50,000 by default): -11.300, -11.357, -11.414
-#: over seeds 0-2 against -11.392, -11.470, -11.567. On `testbed-4bs`, whose whole
-#: 200,000-step run would then stay in replay, it gave -10.586 against -10.444, so the
-#: default stays there (`docs/benchmarks.md`).
-SCENARIO_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "testbed-4bs-peak": {"dqn": {"replay_capacity": 200_000}},
-}
+from lwmecps_rllib.presets import RECOMMENDED, recommended
+from lwmecps_rllib.spec import Budget, EnvOptions
+from lwmecps_rllib.train import ensure_ray, train
 
 
 def settings_for(algo_name: str, scenario: str,
                  overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """`SETTINGS[algo_name]` with the scenario's changes, then `--params` overrides."""
-    return {**SETTINGS[algo_name], **SCENARIO_SETTINGS.get(scenario, {}).get(algo_name, {}),
-            **(overrides or {}).get(algo_name, {})}
+    """The algorithm's recommended parameters on the scenario, then `--params` overrides."""
+    return {**recommended(algo_name, scenario).params, **(overrides or {}).get(algo_name, {})}
 
 
 def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
@@ -72,9 +53,9 @@ def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
 
     torch.set_num_threads(1)
     algos = {}
+    training = recommended("ppo", scenario).training(seed).replace(resources={"num_envs": 16})
     for name in ("LWMECPSEnv3", "CartPole-v1"):
-        cfg = build_config("ppo", scenario=scenario, params=SETTINGS["ppo"], seed=seed,
-                           num_envs=16)
+        cfg = build_config(training, "LWMECPSEnv3", EnvOptions(scenario=scenario))
         if name == "CartPole-v1":
             cfg.env = "CartPole-v1"
             cfg.env_config = {}
@@ -113,14 +94,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--algos", default="ppo,dqn,qlearning")
     p.add_argument("--scenarios", default="testbed-4bs-peak,testbed-4bs")
-    p.add_argument("--steps", default='{"ppo": 1000000, "dqn": 600000, "qlearning": 500000}',
-                   help="env-step budget: one number for all, or JSON per algorithm")
+    p.add_argument("--steps", default=None,
+                   help="env-step budget: one number for all, or JSON per algorithm "
+                        "(default: each preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", default="all", help="'all', 'none' or a comma list")
-    p.add_argument("--shuffle-stations", default="ppo,dqn",
-                   help="algorithms trained with shuffle_stations=True (comma list or 'none')")
-    p.add_argument("--load-jitter", type=float, default=0.2,
-                   help="load_jitter of the algorithms trained with shuffle_stations")
     p.add_argument("--throughput-steps", type=int, default=20_000)
     p.add_argument("--params", default="{}",
                    help='JSON overrides per algorithm, e.g. {"ppo": {"learning_rate": 1e-3}}')
@@ -128,15 +106,15 @@ def main() -> None:
     algos, scenarios = args.algos.split(","), args.scenarios.split(",")
     overrides = json.loads(args.params)
     for name in overrides:
-        if name not in SETTINGS:
-            p.error(f"--params: unknown algorithm {name!r}; allowed: {sorted(SETTINGS)}")
-    steps = json.loads(args.steps)
-    budgets = steps if isinstance(steps, dict) else dict.fromkeys(SETTINGS, int(steps))
+        if name not in RECOMMENDED:
+            p.error(f"--params: unknown algorithm {name!r}; allowed: {sorted(RECOMMENDED)}")
+    steps = json.loads(args.steps) if args.steps else {}
+    budgets = {a: int(steps[a]) if isinstance(steps, dict) and a in steps
+               else int(steps) if steps and not isinstance(steps, dict)
+               else RECOMMENDED[a].env_steps for a in algos}
     ensure_ray()
-    shuffled = set() if args.shuffle_stations == "none" else set(args.shuffle_stations.split(","))
     report: dict[str, Any] = {"budget_env_steps": budgets, "seed": args.seed,
-                              "shuffle_stations": sorted(shuffled),
-                              "load_jitter": args.load_jitter,
+                              "presets": {a: RECOMMENDED[a].to_dict() for a in algos},
                               "settings": {sc: {a: settings_for(a, sc, overrides)
                                                 for a in algos}
                                            for sc in scenarios},
@@ -148,12 +126,10 @@ def main() -> None:
         training = {}
         for algo_name in algos:
             t0 = time.perf_counter()
-            algo, history = train(algo_name, "LWMECPSEnv3", scenario, iterations=100_000,
-                                  params=report["settings"][scenario][algo_name],
-                                  seed=args.seed,
-                                  max_env_steps=budgets[algo_name],
-                                  shuffle_stations=algo_name in shuffled,
-                                  load_jitter=args.load_jitter if algo_name in shuffled else 0.0)
+            preset = recommended(algo_name, scenario)
+            spec = preset.training(args.seed, **overrides.get(algo_name, {})).replace(
+                budget=Budget(env_steps=budgets[algo_name]))
+            algo, history = train(spec, "LWMECPSEnv3", preset.env_options(scenario))
             module = algo.learner_group._learner.module["default_policy"]
             trained[algo_name] = TrainedPolicy(module, name=algo_name)
             training[algo_name] = {
@@ -163,7 +139,8 @@ def main() -> None:
                 "final_train_return": round(history[-1]["env/total_reward"], 2),
             }
             print(f"{scenario} {algo_name}: {training[algo_name]}", file=sys.stderr, flush=True)
-        result = evaluate("LWMECPSEnv3", scenario, "b", names, args.seed, extra=trained)
+        result = evaluate("LWMECPSEnv3", EnvOptions(scenario=scenario, trace="b"), names,
+                          args.seed, extra=trained)
         table = {k: {c: r[c] for c in ("mean_reward", "mean_latency_ms", "p95_latency_ms",
                                        "failed_requests", "mean_pods", "wall_s")}
                  for k, r in result["results"].items()}

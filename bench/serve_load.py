@@ -89,11 +89,12 @@ async def drive(url: str, payloads: list[bytes], concurrency: int, seconds: floa
 
 def train_model(folder: Path) -> str:
     """A small PPO checkpoint (2 iterations) to serve."""
-    from lwmecps_rllib.training import save_atomic, train
+    from lwmecps_rllib.spec import TrainingSpec
+    from lwmecps_rllib.train import save_atomic, train
 
-    algo, _ = train("ppo", "LWMECPSEnv3", "testbed-4bs", 2,
-                    {"train_batch_size_per_learner": 512, "minibatch_size": 128,
-                     "num_epochs": 1}, num_envs=4)
+    algo, _ = train(TrainingSpec(algorithm="ppo", params={
+        "train_batch_size_per_learner": 512, "minibatch_size": 128, "num_epochs": 1},
+        resources={"num_envs": 4}, budget={"iterations": 2}))
     path = save_atomic(algo, folder / "checkpoint")
     algo.stop()
     return str(path)

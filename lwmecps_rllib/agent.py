@@ -19,7 +19,8 @@ import numpy as np
 
 from lwmecps_rllib.algorithms import build_config
 from lwmecps_rllib.algorithms.inference import greedy_actions
-from lwmecps_rllib.training import ensure_ray, save_atomic
+from lwmecps_rllib.spec import EnvOptions, TrainingSpec
+from lwmecps_rllib.train import ensure_ray, save_atomic
 
 
 def _episode_recorder(store: list[dict[str, float]]) -> Any:
@@ -51,7 +52,8 @@ class Agent:
     def __init__(self, algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs",
                  seed: int = 0, **params: Any) -> None:
         self._episodes: list[dict[str, float]] = []
-        config = build_config(algo, env, scenario, "a", params, seed)
+        config = build_config(TrainingSpec(algorithm=algo, params=params, seed=seed), env,
+                              EnvOptions(scenario=scenario))
         # A plain function over a list: RLlib deep-copies its config (a bound method would
         # take a copy of this object along), but functions and their closures are shared.
         config.callbacks(on_episode_end=_episode_recorder(self._episodes))

@@ -1,14 +1,18 @@
 """Heuristic baselines and the clairvoyant oracle.
 
-A policy sees the env (its scenario, current cluster state and last measurement)
-and returns an action; it is reset at the start of each evaluation. The reference
+A policy reads a public, read-only :class:`~lwmecps_rllib.cluster.view.ClusterView` of
+the cluster (its scenario, current state and last measurement; the replayed trace on
+the simulator) and returns an action; it is reset at the start of each run. The reference
 LWMECPS heuristics are reproduced as the reference defines them, plus the baselines
 operators really use (`hpa`, `threshold`) and the `oracle` upper bound.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
+import json
 import math
 from collections import deque
 from typing import Any, Protocol
@@ -16,11 +20,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from lwmecps_rllib.cluster import core, kernels
-from lwmecps_rllib.envs.base import ClusterEnv
-from lwmecps_rllib.scenarios import Scenario
+from lwmecps_rllib.cluster.view import ClusterView
+from lwmecps_rllib.envs.registration import env_class
+from lwmecps_rllib.rollout import run_policy
+from lwmecps_rllib.scenarios import Scenario, scenario_to_dict
+from lwmecps_rllib.spec import EnvOptions
 
-REPLICA_ENVS = ("LWMECPSEnv3",)
-PLACEMENT_ENVS = ("LWMECPSEnv", "LWMECPSEnv2")
+#: What each kind of env's actions set (`ClusterEnv.action_kind`).
+REPLICAS, PLACEMENT = "replicas", "placement"
 
 
 class Policy(Protocol):
@@ -28,36 +35,24 @@ class Policy(Protocol):
 
     name: str
 
-    def reset(self, env: ClusterEnv, seed: int) -> None:
-        """Prepare for a run on `env`."""
+    def reset(self, view: ClusterView, seed: int) -> None:
+        """Prepare for a run on the cluster of `view` (its state is None before reset)."""
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """The action for the env's next step."""
 
 
-def _is_replica_env(env: ClusterEnv) -> bool:
-    return env.spec_.pinned
-
-
-def _current_nodes(env: ClusterEnv) -> np.ndarray:
-    return env._current_nodes()[0]
-
-
-def _requests_last(env: ClusterEnv) -> np.ndarray:
-    """Requests per station in the last measured slot (users x load_scale)."""
-    return env.last.users[0] * env.scenario.load_scale
-
-
-def _placement_action(env: ClusterEnv, nodes: np.ndarray) -> Any:
-    return int(nodes[0]) if env.spec_.n_deployments == 1 and env.action_space.shape == () \
+def _placement_action(view: ClusterView, nodes: np.ndarray) -> Any:
+    return int(nodes[0]) if view.spec.n_deployments == 1 and view.action_space.shape == () \
         else nodes.astype(np.int64)
 
 
 class _Base:
     name = "base"
-    envs: tuple[str, ...] = REPLICA_ENVS + PLACEMENT_ENVS
+    #: Kinds of env the policy is defined for.
+    kinds: tuple[str, ...] = (REPLICAS, PLACEMENT)
 
-    def reset(self, env: ClusterEnv, seed: int) -> None:
+    def reset(self, view: ClusterView, seed: int) -> None:
         """Nothing to prepare."""
 
 
@@ -66,12 +61,12 @@ class Uniform(_Base):
 
     name = "uniform"
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """As the reference defines it."""
-        spec = env.spec_
-        if _is_replica_env(env):
+        spec = view.spec
+        if view.replicas_env:
             return np.full(spec.n_deployments, max(1, spec.max_pods // spec.n_deployments))
-        return _placement_action(env, np.arange(spec.n_deployments) % spec.n_nodes)
+        return _placement_action(view, np.arange(spec.n_deployments) % spec.n_nodes)
 
 
 class Static(_Base):
@@ -82,13 +77,13 @@ class Static(_Base):
     def __init__(self, static_replicas: int | None = None) -> None:
         self.static_replicas = static_replicas
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """As the reference defines it."""
-        spec = env.spec_
-        if _is_replica_env(env):
+        spec = view.spec
+        if view.replicas_env:
             n = spec.max_pods // 2 if self.static_replicas is None else self.static_replicas
             return np.full(spec.n_deployments, n)
-        return _placement_action(env, spec.home_node.copy())
+        return _placement_action(view, spec.home_node.copy())
 
 
 class GreedyLatency(Static):
@@ -100,18 +95,18 @@ class GreedyLatency(Static):
 
     name = "greedy_latency"
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """Least-delay node per deployment (static replicas on LWMECPSEnv3)."""
-        spec = env.spec_
-        if _is_replica_env(env):
-            return super().act(env, obs)
-        users = env.last.users[0] + 1e-9
+        spec = view.spec
+        if view.replicas_env:
+            return super().act(view, obs)
+        users = view.users + 1e-9
         nodes = np.empty(spec.n_deployments, np.int64)
         for d in range(spec.n_deployments):
             st = spec.station_deployment == d
             cost = users[st] @ spec.delay_s[st]
             nodes[d] = int(np.argmin(cost))
-        return _placement_action(env, nodes)
+        return _placement_action(view, nodes)
 
 
 class GreedyLoad(Static):
@@ -122,11 +117,11 @@ class GreedyLoad(Static):
 
     name = "greedy_load"
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """Least-loaded node per deployment (static replicas on LWMECPSEnv3)."""
-        spec = env.spec_
-        if _is_replica_env(env):
-            return super().act(env, obs)
+        spec = view.spec
+        if view.replicas_env:
+            return super().act(view, obs)
         pods = np.zeros(spec.n_nodes)
         room = np.floor(spec.node_cap[:, 0] / spec.pod_request[0])
         nodes = np.empty(spec.n_deployments, np.int64)
@@ -134,7 +129,7 @@ class GreedyLoad(Static):
             free = np.where(pods < room, pods, np.inf)
             nodes[d] = int(np.argmin(free))
             pods[nodes[d]] += 1
-        return _placement_action(env, nodes)
+        return _placement_action(view, nodes)
 
 
 class OptimizedBalance(_Base):
@@ -146,13 +141,13 @@ class OptimizedBalance(_Base):
     """
 
     name = "optimized_balance"
-    envs = REPLICA_ENVS
+    kinds = (REPLICAS,)
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """The reference's rule."""
-        spec = env.spec_
-        avg = float(env.last.avg_latency_ms[0])
-        current = int(env.state.replicas[0].sum())
+        spec = view.spec
+        avg = view.avg_latency_ms
+        current = int(view.replicas.sum())
         best, best_score = 1, -math.inf
         for n in range(1, spec.max_pods + 1):
             total = n * spec.n_deployments
@@ -171,13 +166,14 @@ class Random(_Base):
 
     name = "random"
 
-    def reset(self, env: ClusterEnv, seed: int) -> None:
-        """Seed the action space."""
-        env.action_space.seed(seed)
+    def reset(self, view: ClusterView, seed: int) -> None:
+        """Seed a copy of the env's action space."""
+        self._space = copy.deepcopy(view.action_space)
+        self._space.seed(seed)
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """A sample of the action space."""
-        return env.action_space.sample()
+        return self._space.sample()
 
 
 def expected_load(spec: core.ClusterSpec, per_pod: np.ndarray) -> np.ndarray:
@@ -199,7 +195,7 @@ class HPA(_Base):
     """
 
     name = "hpa"
-    envs = REPLICA_ENVS
+    kinds = (REPLICAS,)
 
     def __init__(self, target: float = 0.6, tolerance: float = 0.1, min_replicas: int = 1,
                  downscale_window_s: float = 300.0) -> None:
@@ -209,17 +205,17 @@ class HPA(_Base):
         self.window_s = downscale_window_s
         self._history: deque[np.ndarray] = deque()
 
-    def reset(self, env: ClusterEnv, seed: int) -> None:
+    def reset(self, view: ClusterView, seed: int) -> None:
         """Clear the stabilisation window."""
-        steps = max(1, round(self.window_s / env.scenario.stabilization_time_s))
+        steps = max(1, round(self.window_s / view.scenario.stabilization_time_s))
         self._history = deque(maxlen=steps)
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """Desired replicas per deployment."""
-        spec = env.spec_
-        current = env.state.replicas[0].astype(np.float64)
-        ready = core.ready_counts(env.state, core.now_s(spec, env.state))[0]
-        reqs = _requests_last(env)
+        spec = view.spec
+        current = view.replicas.astype(np.float64)
+        ready = view.ready
+        reqs = view.requests_last
         per_pod = np.divide(reqs, ready, out=np.zeros(len(reqs)), where=ready > 0)
         ratio = expected_load(spec, per_pod) / self.target
         desired = np.where(np.abs(ratio - 1.0) <= self.tolerance, current,
@@ -236,38 +232,57 @@ class Threshold(_Base):
     """Replicas per station = ceil(requests in the last slot / capacity), at least one.
 
     The per-pod `capacity` is tuned on trace A (the best mean reward over the day on a
-    grid of capacities) unless given.
+    grid of capacities, :func:`tune_threshold`) unless given.
     """
 
     name = "threshold"
-    envs = REPLICA_ENVS
+    kinds = (REPLICAS,)
     GRID = (10, 15, 20, 25, 30, 35, 40, 45, 50, 60)
-    _tuned: dict[tuple[str, float, float], float] = {}
 
     def __init__(self, capacity: float | None = None) -> None:
         self.capacity = capacity
 
-    def reset(self, env: ClusterEnv, seed: int) -> None:
+    def reset(self, view: ClusterView, seed: int) -> None:
         """Tune the capacity on trace A when none was given."""
         if self.capacity is None:
-            self.capacity = tune_threshold(env.scenario, seed)
+            self.capacity = tune_threshold(view.scenario, seed)
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """Replicas from last slot's requests."""
-        want = np.ceil(_requests_last(env) / self.capacity)
-        return np.clip(want, 1, env.spec_.max_pods).astype(np.int64)
+        want = np.ceil(view.requests_last / self.capacity)
+        return np.clip(want, 1, view.spec.max_pods).astype(np.int64)
 
 
 def tune_threshold(scenario: Scenario, seed: int = 0) -> float:
-    """The per-pod capacity of :class:`Threshold` with the best mean reward on trace A."""
-    key = (scenario.name, scenario.load_scale, scenario.pod_startup_s)
-    if key not in Threshold._tuned:
-        from lwmecps_rllib.evaluate import run_policy
+    """The per-pod capacity of :class:`Threshold` with the best mean reward on trace A.
 
-        scores = {c: run_policy("LWMECPSEnv3", scenario, "a", Threshold(c), seed)["mean_reward"]
+    Memoised per scenario content and seed (:class:`ThresholdTuning`): a day per grid
+    point is costly, and every evaluation of a scenario asks for the same tuning.
+    """
+    return _TUNING.capacity(scenario, seed)
+
+
+class ThresholdTuning:
+    """Tuned capacities of :class:`Threshold`, memoised by scenario content and seed."""
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self._capacity = functools.lru_cache(maxsize=maxsize)(self._tune)
+        self._scenarios: dict[str, Scenario] = {}
+
+    def capacity(self, scenario: Scenario, seed: int) -> float:
+        """The tuned capacity (computed once per scenario content and seed)."""
+        key = json.dumps(scenario_to_dict(scenario), sort_keys=True, default=str)
+        self._scenarios.setdefault(key, scenario)
+        return self._capacity(key, seed)
+
+    def _tune(self, key: str, seed: int) -> float:
+        options = EnvOptions(scenario=self._scenarios[key], trace="a")
+        scores = {c: run_policy("LWMECPSEnv3", options, Threshold(c), seed)["mean_reward"]
                   for c in Threshold.GRID}
-        Threshold._tuned[key] = float(max(scores, key=scores.get))
-    return Threshold._tuned[key]
+        return float(max(scores, key=scores.get))
+
+
+_TUNING = ThresholdTuning()
 
 
 class Oracle(_Base):
@@ -290,16 +305,14 @@ class Oracle(_Base):
         self._rng = np.random.default_rng(0)
         self._seed = 0
 
-    def reset(self, env: ClusterEnv, seed: int) -> None:
+    def reset(self, view: ClusterView, seed: int) -> None:
         """Fix the oracle's own random numbers."""
-        from lwmecps_rllib.backends import SimBackend
-
-        if not isinstance(env.backend, SimBackend):
+        if view.trace is None:
             raise ValueError("the oracle simulates ahead: it needs backend='sim'")
         self._seed = seed
 
-    def _score(self, env: ClusterEnv, cands: np.ndarray) -> np.ndarray:
-        spec, st = env.spec_, env.state
+    def _score(self, view: ClusterView, cands: np.ndarray) -> np.ndarray:
+        spec, st = view.spec, view.state
         b = len(cands)
         state = core.ClusterState(*(np.repeat(getattr(st, f), b, axis=0)
                                     for f in ("slot", "replicas", "ready_at", "node_of",
@@ -313,12 +326,13 @@ class Oracle(_Base):
             replicas = np.ones_like(cands)
             state = core.apply_placement(spec, state, cands)
         ok = core.fits(spec, replicas, nodes)
-        startup_steps = math.ceil(env.scenario.pod_startup_s / env.scenario.stabilization_time_s)
+        sc = view.scenario
+        startup_steps = math.ceil(sc.pod_startup_s / sc.stabilization_time_s)
         rng = np.random.default_rng([self._seed, int(st.slot[0])])
         total = np.zeros(b)
         cur_nodes = nodes
         for _ in range(1 + startup_steps):
-            state, m = core.advance(spec, state, env.backend.trace, rng, shared_stream=True)
+            state, m = core.advance(spec, state, view.trace, rng, shared_stream=True)
             if not spec.pinned:
                 cur_nodes = np.where(np.isfinite(state.move_at), state.move_to, state.node_of)
             metrics = core.step_metrics(spec, m, replicas, cur_nodes)
@@ -326,24 +340,24 @@ class Oracle(_Base):
                       else -metrics[:, kernels.M_LATENCY_TERM])
         return np.where(ok, total, -np.inf)
 
-    def act(self, env: ClusterEnv, obs: Any = None) -> Any:
+    def act(self, view: ClusterView, obs: Any = None) -> Any:
         """The best candidate."""
-        spec = env.spec_
+        spec = view.spec
         values = spec.max_pods + 1 if spec.pinned else spec.n_nodes
         d = spec.n_deployments
         if values ** d <= self.max_joint:
             cands = np.array(list(itertools.product(range(values), repeat=d)), dtype=np.int64)
-            best = cands[int(np.argmax(self._score(env, cands)))]
+            best = cands[int(np.argmax(self._score(view, cands)))]
         else:
-            best = (env.state.replicas[0] if spec.pinned else _current_nodes(env)).copy()
+            best = (view.replicas if spec.pinned else view.nodes).copy()
             for _ in range(self.passes):
                 for k in range(d):
                     cands = np.repeat(best[None, :], values, axis=0)
                     cands[:, k] = np.arange(values)
-                    best = cands[int(np.argmax(self._score(env, cands)))]
+                    best = cands[int(np.argmax(self._score(view, cands)))]
         if spec.pinned:
             return best
-        return _placement_action(env, best)
+        return _placement_action(view, best)
 
 
 BASELINES: dict[str, type] = {
@@ -354,7 +368,8 @@ BASELINES: dict[str, type] = {
 
 def policies_for(env_name: str) -> list[str]:
     """Names of the baselines defined for an env."""
-    return [name for name, cls in BASELINES.items() if env_name in cls.envs]
+    kind = env_class(env_name).action_kind
+    return [name for name, cls in BASELINES.items() if kind in cls.kinds]
 
 
 def make_baseline(name: str, env_name: str, **params: Any) -> Policy:
@@ -365,7 +380,7 @@ def make_baseline(name: str, env_name: str, **params: Any) -> Policy:
     """
     if name not in BASELINES:
         raise ValueError(f"policy must be one of {sorted(BASELINES)}, got {name!r}")
-    if env_name not in BASELINES[name].envs:
-        raise ValueError(f"policy {name!r} is defined for {list(BASELINES[name].envs)}, "
-                         f"not {env_name!r}; allowed: {policies_for(env_name)}")
+    if env_class(env_name).action_kind not in BASELINES[name].kinds:
+        raise ValueError(f"policy {name!r} is not defined for {env_name!r}; allowed: "
+                         f"{policies_for(env_name)}")
     return BASELINES[name](**params)

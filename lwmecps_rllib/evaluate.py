@@ -8,77 +8,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lwmecps_rllib import atomic
-from lwmecps_rllib.backends.kubernetes import add_backend_arguments, backend_config_from_args
 from lwmecps_rllib.baselines import Policy, make_baseline, policies_for
-from lwmecps_rllib.envs import ENV_NAMES, make_env
-from lwmecps_rllib.scenarios import Scenario, load_scenario
+from lwmecps_rllib.cli import add_env_arguments, env_options_from_args
+from lwmecps_rllib.envs.names import ENV_NAMES
+from lwmecps_rllib.rollout import run_policy
+from lwmecps_rllib.scenarios import load_scenario
+from lwmecps_rllib.spec import EnvOptions
 
 COLUMNS = ("mean_reward", "mean_latency_ms", "p95_latency_ms", "failed_requests", "mean_pods")
-
-
-def day_scenario(scenario: str | Scenario, steps: int | None = None) -> Scenario:
-    """The scenario as one episode over the whole day (or `steps` steps), never terminated."""
-    sc = load_scenario(scenario)
-    n = steps or sc.n_slots // sc.slots_per_step
-    return sc.replace(episode_length=n, termination_reward=None)
-
-
-def run_policy(env_name: str, scenario: str | Scenario, trace: str, policy: Policy,
-               seed: int = 0, steps: int | None = None, backend: Any = "sim",
-               start_slot: int = 0,
-               backend_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One policy over the day of `trace` from `start_slot`; summary and per-step series.
-
-    Returns:
-        A dict with `mean_reward` (per step), `mean_latency_ms` (over successful
-        requests), `p95_latency_ms` (95th percentile of the steps' mean latency),
-        `failed_requests`, `mean_pods`, `steps`, `wall_s` and `series` (per step
-        `reward`, `latency`, `pods`).
-    """
-    sc = day_scenario(scenario, steps)
-    env = make_env(env_name, {"scenario": sc, "trace": trace, "backend": backend,
-                              "backend_config": backend_config})
-    policy.reset(env, seed)  # before the env touches a cluster: a policy may refuse it
-    obs, _ = env.reset(seed=seed, options={"start_slot": start_slot})
-    n = sc.episode_length
-    reward = np.zeros(n)
-    latency = np.zeros(n)
-    pods = np.zeros(n)
-    ok = lat_sum = failed = 0.0
-    t0 = time.perf_counter()
-    for i in range(n):
-        obs, r, terminated, truncated, info = env.step(policy.act(env, obs))
-        reward[i] = r
-        latency[i] = info["latency"]
-        pods[i] = info["pod_count"]
-        good = info["requests"] - info["failed_requests"]
-        ok += good
-        lat_sum += info["latency"] * good
-        failed += info["failed_requests"]
-        if terminated or truncated:
-            reward, latency, pods = reward[: i + 1], latency[: i + 1], pods[: i + 1]
-            break
-    wall = time.perf_counter() - t0
-    env.close()
-    served = latency[latency > 0]
-    return {
-        "policy": policy.name,
-        "mean_reward": float(reward.mean()),
-        "mean_latency_ms": float(lat_sum / ok) if ok else 0.0,
-        "p95_latency_ms": float(np.percentile(served, 95)) if served.size else 0.0,
-        "failed_requests": int(failed),
-        "mean_pods": float(pods.mean()),
-        "steps": len(reward),
-        "wall_s": round(wall, 3),
-        "series": {"reward": reward.tolist(), "latency": latency.tolist(), "pods": pods.tolist()},
-    }
 
 
 def parse_policies(spec: str, env_name: str) -> list[str]:
@@ -94,22 +37,28 @@ def parse_policies(spec: str, env_name: str) -> list[str]:
     return names
 
 
-def evaluate(env_name: str, scenario: str, trace: str, policies: list[str], seed: int = 0,
-             steps: int | None = None, extra: dict[str, Policy] | None = None,
-             backend: Any = "sim",
-             backend_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run baselines (and `extra` policies, e.g. trained ones) over the day; a result table."""
+def evaluate(env_name: str, options: EnvOptions, policies: list[str], seed: int = 0,
+             steps: int | None = None, extra: dict[str, Policy] | None = None
+             ) -> dict[str, Any]:
+    """Run baselines (and `extra` policies, e.g. trained ones) over the day; a result table.
+
+    Args:
+        env_name: Env name.
+        options: The env's options; `trace` is the day run.
+        policies: Baseline names.
+        seed: Seed.
+        steps: Limit each run to N steps.
+        extra: More policies by name.
+    """
     if env_name not in ENV_NAMES:
         raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env_name!r}")
     runs = {}
     for name in policies:
-        runs[name] = run_policy(env_name, scenario, trace, make_baseline(name, env_name), seed,
-                                steps, backend, backend_config=backend_config)
+        runs[name] = run_policy(env_name, options, make_baseline(name, env_name), seed, steps)
     for name, pol in (extra or {}).items():
-        runs[name] = run_policy(env_name, scenario, trace, pol, seed, steps, backend,
-                                backend_config=backend_config)
-    sc = load_scenario(scenario)
-    return {"env": env_name, "scenario": sc.name, "trace": trace, "seed": seed,
+        runs[name] = run_policy(env_name, options, pol, seed, steps)
+    sc = load_scenario(options.scenario)
+    return {"env": env_name, "scenario": sc.name, "trace": options.trace, "seed": seed,
             "steps": next(iter(runs.values()))["steps"] if runs else 0, "results": runs}
 
 
@@ -162,13 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.evaluate",
                                 description="Compare policies over a whole day of a trace.")
     p.add_argument("--env", default="LWMECPSEnv3", choices=ENV_NAMES)
-    p.add_argument("--scenario", default="testbed-4bs",
-                   help="shipped scenario name or path to a scenario YAML")
     p.add_argument("--trace", default="b", help="trace name (a: training day, b: unseen day)")
     p.add_argument("--policy", default="all", help="'all' or a comma-separated list")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="limit the run to N steps")
-    add_backend_arguments(p)
+    add_env_arguments(p)
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--plot", type=Path, default=None, help="draw latency/replicas to a PNG")
     return p
@@ -181,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         policies = parse_policies(args.policy, args.env)
         if args.steps is not None and args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
-        result = evaluate(args.env, args.scenario, args.trace, policies, args.seed, args.steps,
-                          backend=args.backend, backend_config=backend_config_from_args(args))
+        result = evaluate(args.env, env_options_from_args(args, args.trace), policies,
+                          args.seed, args.steps)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run_command(args: argparse.Namespace, service: TrainingService) -> int:
     """Carry out one command; the exit code."""
     if args.command == "submit":
-        from lwmecps_rllib.train import parse_params
+        from lwmecps_rllib.cli import parse_params
 
         task = await service.create_task(TrainingTask(
             name=args.name, model_type=args.model_type, total_episodes=args.total_episodes,

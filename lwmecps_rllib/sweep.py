@@ -31,7 +31,7 @@ import yaml
 
 from lwmecps_rllib import atomic
 from lwmecps_rllib.envs import ENV_NAMES
-from lwmecps_rllib.envs.base import check_augmentation
+from lwmecps_rllib.spec import EnvOptions, TrainingSpec, check_run
 
 #: Search-space distributions: name -> number of arguments (None: a list of values).
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3,
@@ -307,7 +307,7 @@ def validate_sweep(cfg: SweepConfig) -> None:
     if cfg.num_envs is not None and not (_is_int(cfg.num_envs) and cfg.num_envs >= 1):
         raise SweepError(f"num_envs must be an integer >= 1, got {cfg.num_envs!r}")
     try:
-        check_augmentation(cfg.shuffle_stations, cfg.load_jitter, cfg.backend)
+        check_run(env_options(cfg), training_spec(cfg).replace(params={}))
     except ValueError as exc:
         raise SweepError(str(exc)) from exc
     if not isinstance(cfg.params, dict) or not isinstance(cfg.model, dict):
@@ -483,11 +483,23 @@ def base_config(cfg: SweepConfig) -> Any:
     """The algorithm config every trial starts from (fixed params, env, seed, resources)."""
     from lwmecps_rllib.algorithms import build_config
 
-    config = build_config(cfg.algorithm, cfg.env, cfg.scenario, "a", cfg.params, cfg.seed,
-                          cfg.num_envs, cfg.backend, cfg.model or None,
-                          cfg.backend_config or None, cfg.shuffle_stations, cfg.load_jitter)
-    config.resources(num_cpus_for_main_process=cfg.resources.get("cpu", 1))
-    return config
+    return build_config(training_spec(cfg), cfg.env, env_options(cfg))
+
+
+def env_options(cfg: SweepConfig) -> EnvOptions:
+    """The env options of the sweep's trials (trace A, with the sweep's backend)."""
+    return EnvOptions.parse({
+        "scenario": cfg.scenario, "trace": "a", "backend": cfg.backend,
+        "backend_config": (cfg.backend_config or None) if cfg.backend == "k8s" else None,
+        "shuffle_stations": cfg.shuffle_stations, "load_jitter": cfg.load_jitter})
+
+
+def training_spec(cfg: SweepConfig) -> TrainingSpec:
+    """The training spec every trial starts from (its searched parameters come on top)."""
+    return TrainingSpec.parse({
+        "algorithm": cfg.algorithm, "params": cfg.params, "model": cfg.model,
+        "seed": cfg.seed, "resources": {"num_envs": cfg.num_envs,
+                                        "cpus": float(cfg.resources.get("cpu", 1))}})
 
 
 def make_trainable(cfg: SweepConfig) -> type:
@@ -685,7 +697,7 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
         SweepError: when the folder already holds a sweep and `resume` is False, when
             there is nothing to resume, or when every trial failed.
     """
-    from lwmecps_rllib.training import ensure_ray
+    from lwmecps_rllib.train import ensure_ray
 
     folder = experiment_folder(cfg, storage_path)
     sweep_file = folder / "sweep.yaml"
@@ -735,9 +747,10 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
 
 def evaluate_best(cfg: SweepConfig, checkpoint: str) -> dict[str, Any]:
     """The checkpoint's greedy policy over the evaluation trace, beside the baselines."""
-    from lwmecps_rllib.training import algorithm_label, evaluate_checkpoint
+    from lwmecps_rllib.train import algorithm_label, evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, cfg.env, cfg.scenario, cfg.evaluation.trace,
+    day = EnvOptions(scenario=cfg.scenario, trace=cfg.evaluation.trace)  # on the simulator
+    result = evaluate_checkpoint(checkpoint, cfg.env, day,
                                  baselines=cfg.evaluation.baselines, seed=cfg.seed,
                                  steps=cfg.evaluation.steps, name=algorithm_label(cfg.algorithm))
     for run in result["results"].values():
@@ -750,7 +763,7 @@ def register_best(cfg: SweepConfig, checkpoint: str, summary: dict[str, Any],
     """Register the best checkpoint as a `candidate`; returns the model id."""
     from lwmecps_rllib.algorithms import canonical_name
     from lwmecps_rllib.model_registry import ModelRegistry
-    from lwmecps_rllib.training import algorithm_label
+    from lwmecps_rllib.train import algorithm_label
 
     metrics: dict[str, Any] = {cfg.metric: summary["best"]["metric"]}
     metrics.update({f"env/{k}": v for k, v in summary["best"]["train"].items()})

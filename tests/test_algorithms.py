@@ -7,8 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lwmecps_rllib.algorithms import build_config, get_algorithm_class
+from lwmecps_rllib.algorithms import build_config as build_from_specs
+from lwmecps_rllib.algorithms import get_algorithm_class
 from lwmecps_rllib.scenarios import NodeSpec, Scenario, StationSpec
+from lwmecps_rllib.spec import EnvOptions, Resources, TrainingSpec
+
+
+def build_config(algo: str, env: str = "LWMECPSEnv3", *, params: dict | None = None,
+                 seed: int = 0, num_envs: int | None = None, **options: object) -> object:
+    """`build_config` of the run specs these loose test settings make."""
+    return build_from_specs(TrainingSpec(algorithm=algo, params=params or {}, seed=seed,
+                                         resources=Resources(num_envs=num_envs)),
+                            env, EnvOptions(**options))
 
 ALGOS = ("ppo", "dqn", "qlearning")
 
@@ -85,7 +95,7 @@ def test_train_checkpoint_restore(ray_session, algo: str, tmp_path: Path) -> Non
 
     from lwmecps_rllib.algorithms.inference import greedy_actions, load_module
     from lwmecps_rllib.envs import make_env
-    from lwmecps_rllib.training import save_atomic
+    from lwmecps_rllib.train import save_atomic
 
     cfg = build_config(algo, scenario="testbed-4bs", params=SMALL[algo], num_envs=4)
     algo_obj = cfg.build_algo()
@@ -182,7 +192,7 @@ def test_docs_example_algorithm_registers_and_trains(ray_session) -> None:
     import importlib.util
 
     from lwmecps_rllib.algorithms import ALGORITHMS, register_algorithm
-    from lwmecps_rllib.training import train
+    from lwmecps_rllib.train import train
 
     path = Path(__file__).parent.parent / "examples" / "my_vpg.py"
     spec = importlib.util.spec_from_file_location("my_vpg", path)
@@ -190,8 +200,9 @@ def test_docs_example_algorithm_registers_and_trains(ray_session) -> None:
     spec.loader.exec_module(mod)
     register_algorithm("my-vpg", mod.VPG)
     try:
-        algo, history = train("my-vpg", "LWMECPSEnv3", "testbed-4bs", iterations=2,
-                              params={"learning_rate": 1e-3}, num_envs=4)
+        algo, history = train(TrainingSpec(algorithm="my-vpg", params={"learning_rate": 1e-3},
+                                           resources={"num_envs": 4},
+                                           budget={"iterations": 2}))
         assert history[-1]["env/env_steps_lifetime"] >= 1024
         assert np.isfinite(history[-1]["env/total_reward"])
         algo.stop()

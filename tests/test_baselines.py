@@ -20,8 +20,14 @@ from lwmecps_rllib.baselines import (
     tune_threshold,
 )
 from lwmecps_rllib.envs import ENV_NAMES, make_env
-from lwmecps_rllib.evaluate import run_policy
+from lwmecps_rllib.rollout import run_policy
 from lwmecps_rllib.scenarios import load_scenario
+from lwmecps_rllib.spec import EnvOptions
+
+
+def day(scenario: str, trace: str) -> EnvOptions:
+    """Options of a run over one day of `trace`."""
+    return EnvOptions(scenario=scenario, trace=trace)
 
 
 @pytest.mark.parametrize("env_name", ENV_NAMES)
@@ -30,42 +36,44 @@ def test_every_baseline_runs_on_every_env(env_name: str, scenario_name: str) -> 
         if name in ("oracle", "threshold") and scenario_name == "city-64":
             continue  # covered below with smaller budgets
         pol = make_baseline(name, env_name, **({"capacity": 30} if name == "threshold" else {}))
-        r = run_policy(env_name, scenario_name, "b", pol, seed=0, steps=6, start_slot=7000)
+        r = run_policy(env_name, day(scenario_name, "b"), pol, seed=0, steps=6,
+                       start_slot=7000)
         assert r["steps"] >= 1 and np.isfinite(r["mean_reward"])
 
 
 def test_reference_heuristics_as_defined() -> None:
     env = make_env("LWMECPSEnv3", {})
     env.reset(seed=0)
-    assert make_baseline("uniform", "LWMECPSEnv3").act(env).tolist() == [1, 1, 1, 1]
-    assert Static().act(env).tolist() == [2, 2, 2, 2]
-    assert make_baseline("greedy_latency", "LWMECPSEnv3").act(env).tolist() == [2, 2, 2, 2]
-    assert make_baseline("greedy_load", "LWMECPSEnv3").act(env).tolist() == [2, 2, 2, 2]
+    view = env.unwrapped.cluster_view()
+    assert make_baseline("uniform", "LWMECPSEnv3").act(view).tolist() == [1, 1, 1, 1]
+    assert Static().act(view).tolist() == [2, 2, 2, 2]
+    assert make_baseline("greedy_latency", "LWMECPSEnv3").act(view).tolist() == [2, 2, 2, 2]
+    assert make_baseline("greedy_load", "LWMECPSEnv3").act(view).tolist() == [2, 2, 2, 2]
     # optimized_balance: with ~10 ms latency, 1 replica each maximises -est - 0.1*total.
-    assert OptimizedBalance().act(env).tolist() == [1, 1, 1, 1]
+    assert OptimizedBalance().act(view).tolist() == [1, 1, 1, 1]
 
 
 def test_hpa_scales_up_on_load_and_down_after_the_window() -> None:
     env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs-peak"})
     env.reset(seed=0, options={"start_slot": 7500})
     hpa = HPA()
-    hpa.reset(env, 0)
-    first = hpa.act(env)
+    hpa.reset(env.unwrapped.cluster_view(), 0)
+    first = hpa.act(env.unwrapped.cluster_view())
     assert first.max() > 1  # ~100 requests per pod is far above the 0.6 load target
     env.step(np.full(4, 4))
     env.step(np.full(4, 4))
     env.step(np.full(4, 4))
     # Scale-down is held back by the 300 s stabilisation window.
-    assert np.all(hpa.act(env) >= first)
+    assert np.all(hpa.act(env.unwrapped.cluster_view()) >= first)
 
 
 def test_threshold_capacity_is_tuned_on_trace_a() -> None:
     c = tune_threshold(load_scenario("testbed-4bs-peak"))
     assert c in Threshold.GRID
     # The tuned capacity is at least as good on trace A as every other grid value.
-    best = run_policy("LWMECPSEnv3", "testbed-4bs-peak", "a", Threshold(c))["mean_reward"]
+    best = run_policy("LWMECPSEnv3", day("testbed-4bs-peak", "a"), Threshold(c))["mean_reward"]
     for other in (10, 60):
-        assert best >= run_policy("LWMECPSEnv3", "testbed-4bs-peak", "a",
+        assert best >= run_policy("LWMECPSEnv3", day("testbed-4bs-peak", "a"),
                                   Threshold(other))["mean_reward"]
 
 
@@ -74,19 +82,19 @@ def test_threshold_capacity_is_tuned_on_trace_a() -> None:
                                                     ("LWMECPSEnv", "testbed-4bs")])
 def test_oracle_beats_every_heuristic(env_name: str, scenario: str) -> None:
     kw = {"seed": 0, "steps": 40, "start_slot": 7300}
-    oracle = run_policy(env_name, scenario, "b", Oracle(), **kw)["mean_reward"]
+    oracle = run_policy(env_name, day(scenario, "b"), Oracle(), **kw)["mean_reward"]
     for name in policies_for(env_name):
         if name == "oracle":
             continue
         pol = make_baseline(name, env_name, **({"capacity": 30} if name == "threshold" else {}))
-        other = run_policy(env_name, scenario, "b", pol, **kw)["mean_reward"]
+        other = run_policy(env_name, day(scenario, "b"), pol, **kw)["mean_reward"]
         # The oracle is best in expectation; its run draws other random numbers.
         assert oracle >= other - 0.005 * abs(other), name
 
 
 def test_oracle_uses_a_search_on_large_action_spaces() -> None:
-    r = run_policy("LWMECPSEnv3", "metro-16", "b", Oracle(), steps=3, start_slot=7300)
-    static = run_policy("LWMECPSEnv3", "metro-16", "b", Static(1), steps=3, start_slot=7300)
+    r = run_policy("LWMECPSEnv3", day("metro-16", "b"), Oracle(), steps=3, start_slot=7300)
+    static = run_policy("LWMECPSEnv3", day("metro-16", "b"), Static(1), steps=3, start_slot=7300)
     assert r["mean_reward"] >= static["mean_reward"] - 1e-6
 
 

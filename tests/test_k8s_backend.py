@@ -144,7 +144,7 @@ def nothing_deleted(kmock) -> bool:
 async def test_env3_episode_scales_deployments(kmock):
     seed_cluster(kmock)
     factory = backend_factory(kmock)
-    env = LWMECPSEnv3("testbed-4bs", backend=factory, obs_format="box")
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend=factory, obs_format="box")
     async with running(controller(kmock)):
         obs, info = await asyncio.to_thread(env.reset, seed=0)
         assert env.observation_space.contains(obs)
@@ -165,7 +165,7 @@ async def test_env3_episode_scales_deployments(kmock):
 
 async def test_transient_errors_are_retried(kmock):
     seed_cluster(kmock)
-    backend = backend_factory(kmock)(LWMECPSEnv3("testbed-4bs").spec_, SC.trace("a"))
+    backend = backend_factory(kmock)(LWMECPSEnv3(scenario="testbed-4bs").spec_, SC.trace("a"))
     kmock["patch"][:2] << 409
     async with running(controller(kmock)):
         n = await asyncio.to_thread(backend.scale, DEPS[0], 3)
@@ -184,7 +184,7 @@ async def test_transient_errors_are_retried(kmock):
 async def test_timeouts_are_retried_then_reported(kmock):
     seed_cluster(kmock)
     backend = backend_factory(kmock, request_timeout_s=0.3, retries=2)(
-        LWMECPSEnv3("testbed-4bs").spec_, SC.trace("a"))
+        LWMECPSEnv3(scenario="testbed-4bs").spec_, SC.trace("a"))
     kmock["patch"][:1] << (lambda: asyncio.sleep(1.0))
     n = await asyncio.to_thread(backend.scale, DEPS[1], 2)
     assert n == 2
@@ -200,7 +200,7 @@ async def test_timeouts_are_retried_then_reported(kmock):
 
 async def test_rollout_that_never_becomes_ready_ends_the_step_not_the_env(kmock):
     seed_cluster(kmock)
-    env = LWMECPSEnv3("testbed-4bs", backend=backend_factory(kmock, rollout_timeout_s=0.3),
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend=backend_factory(kmock, rollout_timeout_s=0.3),
                       obs_format="box")
     async with running(controller(kmock)):
         await asyncio.to_thread(env.reset, seed=0)
@@ -218,7 +218,7 @@ async def test_rollout_that_never_becomes_ready_ends_the_step_not_the_env(kmock)
 
 async def test_guard_rails(kmock):
     seed_cluster(kmock)
-    backend = backend_factory(kmock, max_replicas=3)(LWMECPSEnv3("testbed-4bs").spec_,
+    backend = backend_factory(kmock, max_replicas=3)(LWMECPSEnv3(scenario="testbed-4bs").spec_,
                                                       SC.trace("a"))
     before = len(requests_seen(kmock))
     with pytest.raises(GuardRailError, match="not managed"):
@@ -237,7 +237,7 @@ async def test_guard_rails(kmock):
 
 async def test_dry_run_sends_no_patches(kmock, caplog):
     seed_cluster(kmock)
-    env = LWMECPSEnv3("testbed-4bs", backend=backend_factory(kmock, dry_run=True),
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend=backend_factory(kmock, dry_run=True),
                       obs_format="box")
     caplog.set_level("INFO", logger="lwmecps_rllib.backends.kubernetes")
     await asyncio.to_thread(env.reset, seed=0)
@@ -250,7 +250,7 @@ async def test_dry_run_sends_no_patches(kmock, caplog):
 
 async def test_placement_env_moves_deployments_by_node_selector(kmock):
     seed_cluster(kmock)
-    env = LWMECPSEnv2("testbed-4bs", backend=backend_factory(kmock))
+    env = LWMECPSEnv2(scenario="testbed-4bs", backend=backend_factory(kmock))
     async with running(controller(kmock)):
         await asyncio.to_thread(env.reset, seed=0)
         _, _, _, _, info = await asyncio.to_thread(env.step, np.array([1, 1, 2, 3]))
@@ -267,10 +267,10 @@ async def test_missing_objects_are_clear_errors(kmock):
     from lwmecps_rllib.backends.kubernetes import BackendError
 
     factory = backend_factory(kmock, nodes={"node-1": "edge-a"})
-    env = LWMECPSEnv3("testbed-4bs", backend=factory)
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend=factory)
     with pytest.raises(BackendError, match=r"node\(s\) \['edge-a'\] not in the cluster"):
         await asyncio.to_thread(env.reset, seed=0)
-    env = LWMECPSEnv3("testbed-4bs", backend=backend_factory(kmock, deployments={
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend=backend_factory(kmock, deployments={
         DEPS[0]: "web"}))
     with pytest.raises(BackendError, match="read deployment web: Kubernetes API answered 404"):
         await asyncio.to_thread(env.reset, seed=0)
@@ -284,17 +284,17 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match=r"backend_config\.metrics\.type"):
         KubernetesConfig.from_dict({"metrics": {"type": "statsd"}})
     with pytest.raises(ValueError, match="only used with backend='k8s'"):
-        LWMECPSEnv3("testbed-4bs", backend_config={"namespace": "x"})
+        LWMECPSEnv3(scenario="testbed-4bs", backend_config={"namespace": "x"})
 
 
 def test_nothing_connects_at_construction(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-    env = LWMECPSEnv3("testbed-4bs", backend="k8s", backend_config={"namespace": NS})
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend="k8s", backend_config={"namespace": NS})
     assert env.unwrapped.backend._api_client is None
 
 
 def test_measurement_from_sample_feeds_the_core():
-    env = LWMECPSEnv3("testbed-4bs")
+    env = LWMECPSEnv3(scenario="testbed-4bs")
     env.reset(seed=0)
     state = env.unwrapped.state
     m = measurement_from_sample(env.unwrapped.spec_, state,
@@ -323,7 +323,8 @@ def test_episode_on_a_real_cluster():
            "metrics": {"type": "loadgen",
                        "base_url": os.environ.get("LWMECPS_LOADGEN_URL",
                                                   "http://127.0.0.1:8080")}}
-    env = LWMECPSEnv3("testbed-4bs", backend="k8s", backend_config=cfg, obs_format="box")
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend="k8s", backend_config=cfg,
+                      obs_format="box")
     obs, _ = env.reset(seed=0)
     total = 0.0
     for _ in range(env.episode_length):
@@ -412,10 +413,11 @@ async def test_evaluate_command_on_an_emulated_cluster(kmock, tmp_path, capsys):
 
 def test_training_config_for_a_cluster():
     from lwmecps_rllib.algorithms import build_config
+    from lwmecps_rllib.spec import EnvOptions, Resources, TrainingSpec
 
-    cfg = build_config("ppo", "LWMECPSEnv3", "testbed-4bs", backend="k8s",
-                       backend_config={"namespace": NS})
+    k8s = EnvOptions(scenario="testbed-4bs", backend="k8s", backend_config={"namespace": NS})
+    cfg = build_config("ppo", "LWMECPSEnv3", k8s)
     assert cfg.num_envs_per_env_runner == 1 and cfg.gym_env_vectorize_mode == "sync"
-    assert cfg.env_config["backend_config"] == {"namespace": NS}
+    assert cfg.env_config["backend_config"]["namespace"] == NS
     with pytest.raises(ValueError, match="num_envs must be 1"):
-        build_config("ppo", backend="k8s", num_envs=4)
+        build_config(TrainingSpec(resources=Resources(num_envs=4)), "LWMECPSEnv3", k8s)

@@ -25,7 +25,8 @@ from lwmecps_rllib.algorithms.inference import greedy_actions, load_module
 from lwmecps_rllib.envs import make_env
 from lwmecps_rllib.model_registry import ModelRegistry
 from lwmecps_rllib.serving import app_builder, request_from_env
-from lwmecps_rllib.training import save_atomic, train
+from lwmecps_rllib.spec import TrainingSpec
+from lwmecps_rllib.train import save_atomic, train
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,9 @@ def models(ray_session, tmp_path_factory):
     reg = ModelRegistry(root / "registry.sqlite")
     ids = []
     for i, seed in enumerate((0, 1)):
-        algo, _ = train("ppo", "LWMECPSEnv3", "testbed-4bs", 2, TINY, seed=seed, num_envs=4,
-                        model={"hidden": [32, 32]})
+        algo, _ = train(TrainingSpec(algorithm="ppo", params=TINY, seed=seed,
+                                     model={"hidden": [32, 32]}, resources={"num_envs": 4},
+                                     budget={"iterations": 2}))
         ck = save_atomic(algo, root / f"ck{i}")
         algo.stop()
         ids.append(reg.register(ck, algorithm="lwmecps-ppo", env="LWMECPSEnv3",

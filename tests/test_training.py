@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lwmecps_rllib import train as train_cli
+from lwmecps_rllib.train import __main__ as train_cli
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_train_cli_rejects_bad_input(capsys: pytest.CaptureFixture, tmp_path: Pa
     assert "learning_rate" in capsys.readouterr().err
     assert train_cli.main(["--algo", "ppo", "--torch-threads", "-1",
                            "--output", str(tmp_path)]) == 2
-    assert "torch_threads must be an integer >= 1" in capsys.readouterr().err
+    assert "resources.torch_threads must be >= 1" in capsys.readouterr().err
     assert train_cli.main(["--algo", "ppo", "--load-jitter", "1.5",
                            "--output", str(tmp_path)]) == 2
     assert "load_jitter must be a number in [0, 1)" in capsys.readouterr().err

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from lwmecps_rllib.envs import ENV_NAMES
-from lwmecps_rllib.envs.base import check_augmentation
+from lwmecps_rllib.envs.names import ENV_NAMES, VECTOR_ENTRY_POINTS
+from lwmecps_rllib.spec import EnvOptions, TrainingSpec, check_run
 
 #: Registered algorithms: name -> "module:AlgorithmClass", or the class itself.
 ALGORITHMS: dict[str, str | type[Algorithm]] = {
@@ -71,67 +70,44 @@ def register_with_tune() -> None:
         register_trainable(name, get_algorithm_class(name))
 
 
-def build_config(algo: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs",
-                 trace: str = "a", params: dict[str, Any] | None = None, seed: int = 0,
-                 num_envs: int | None = None, backend: Any = "sim",
-                 model: dict[str, Any] | None = None,
-                 backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> AlgorithmConfig:
-    """A config for `algo` on `env`, ready for `build_algo()` or Tune.
+def build_config(training: TrainingSpec | str, env: str = "LWMECPSEnv3",
+                 options: EnvOptions | None = None) -> AlgorithmConfig:
+    """A config for the training spec's algorithm on `env`, ready for `build_algo()` or Tune.
 
     Args:
-        algo: Algorithm name or alias.
+        training: What to train (algorithm, hyper-parameters, seed, resources); a bare
+            algorithm name means its defaults.
         env: Env name.
-        scenario: Scenario name, path or object.
-        trace: Training trace.
-        params: Hyper-parameters for `config.training(...)`, with the reference's names
-            (`learning_rate`, `discount_factor`, `epsilon`) or RLlib's.
-        seed: Seed of the env runners and learners.
-        num_envs: Envs per env runner (default 16 batched for LWMECPSEnv3, else 4).
-        backend: Env backend.
-        model: `model_config` overrides (e.g. `{"hidden": [256, 256]}`).
-        backend_config: Kubernetes backend settings for `backend="k8s"` (one env: a real
-            cluster is one cluster).
-        shuffle_stations: Train on the day with the stations' user columns reordered
-            per episode (simulator only; see `LWMECPSEnv3`).
-        load_jitter: Train on copies of the day with each station's users scaled by a
-            factor in [1 - j, 1 / (1 - j)] (simulator only; see `LWMECPSEnv3`).
+        options: The env's options (default: `testbed-4bs`, trace `a`, simulator). An env
+            with a native batched form runs it on the simulator (16 envs per runner by
+            default, else 4; 1 on a real cluster).
 
     Raises:
         ValueError: for an unknown algorithm, env or parameter, or a bad value, naming it.
     """
-    from lwmecps_rllib.envs import register_rllib_envs
+    from lwmecps_rllib.envs.registration import env_options, register_rllib_envs
 
     if env not in ENV_NAMES:
         raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env!r}")
-    cls = get_algorithm_class(algo)
+    training = TrainingSpec(algorithm=training) if isinstance(training, str) else training
+    options = env_options(env, options or EnvOptions())
+    check_run(options, training)
+    cls = get_algorithm_class(training.algorithm)
     config = cls.get_default_config()
     register_rllib_envs()
-    batched = env == "LWMECPSEnv3" and backend == "sim"
-    n = num_envs or (16 if batched else 4)
-    env_config = {"scenario": scenario, "trace": trace, "backend": backend}
-    check_augmentation(shuffle_stations, load_jitter, backend)
-    if shuffle_stations:
-        env_config["shuffle_stations"] = True
-    if load_jitter:
-        env_config["load_jitter"] = load_jitter
-    if backend == "k8s":
-        if num_envs not in (None, 1):
-            raise ValueError(f"num_envs must be 1 with backend='k8s' (one cluster), got {num_envs}")
-        n = 1
-        env_config["backend_config"] = dict(backend_config or {})
-    elif backend_config:
-        raise ValueError("backend_config is only used with backend='k8s'")
-    config.environment(env, env_config=env_config)
+    batched = env in VECTOR_ENTRY_POINTS and options.backend == "sim"
+    n = training.resources.num_envs or (1 if options.backend == "k8s" else 16 if batched else 4)
+    config.environment(env, env_config=options.to_env_config())
     config.env_runners(num_env_runners=0, num_envs_per_env_runner=n,
                        gym_env_vectorize_mode="vector_entry_point" if batched else "sync")
-    config.debugging(seed=seed)
+    config.debugging(seed=training.seed)
+    config.resources(num_cpus_for_main_process=training.resources.cpus)
     try:
-        config.training(**(params or {}))
+        config.training(**training.params)
     except TypeError as exc:
         allowed = sorted(k for k in vars(config) if not k.startswith("_"))
-        raise ValueError(f"unknown parameter for {algo}: {exc}; known: "
+        raise ValueError(f"unknown parameter for {training.algorithm}: {exc}; known: "
                          f"learning_rate, discount_factor, epsilon, {', '.join(allowed)}") from exc
-    if model:
-        config.rl_module(model_config={**config._model_config, **model})
+    if training.model:
+        config.rl_module(model_config={**config._model_config, **training.model})
     return config

@@ -20,12 +20,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lwmecps_rllib.backends.base import BackendError, GuardRailError
+from lwmecps_rllib.backends.config import KubernetesConfig
 from lwmecps_rllib.backends.metrics import (
     LoadGeneratorMetrics,
     MetricsError,
@@ -33,7 +33,7 @@ from lwmecps_rllib.backends.metrics import (
     MetricsSample,
     PrometheusMetrics,
 )
-from lwmecps_rllib.cluster import core, kernels
+from lwmecps_rllib.cluster import core
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 
 log = logging.getLogger(__name__)
@@ -42,122 +42,6 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 class RolloutTimeoutError(BackendError):
     """Deployments did not become ready in time. `state` is the cluster as asked for."""
-
-
-@dataclass
-class KubernetesConfig:
-    """What the backend manages and how it waits."""
-
-    namespace: str = "lwmecps-testapp"
-    """The only namespace touched."""
-    deployments: dict[str, str] = field(default_factory=dict)
-    """Scenario deployment name -> Deployment name in the cluster (default: the same)."""
-    nodes: dict[str, str] = field(default_factory=dict)
-    """Scenario node name -> Kubernetes node name (default: the same)."""
-    min_replicas: int = 0
-    """Lowest replica count ever sent."""
-    max_replicas: int | None = None
-    """Highest replica count ever sent (default: the scenario's `max_replicas`)."""
-    rollout_timeout_s: float = 30.0
-    """How long to wait for ready replicas after a change."""
-    poll_interval_s: float = 2.0
-    """Poll period while waiting for a rollout."""
-    stabilization_time_s: float = 10.0
-    """Wait after the rollout before reading metrics."""
-    request_timeout_s: float = 10.0
-    """Timeout of each API request."""
-    retries: int = 5
-    """Retries of a transient API error."""
-    backoff_s: float = 0.5
-    """First retry delay (doubles each retry)."""
-    backoff_max_s: float = 8.0
-    """Longest retry delay."""
-    dry_run: bool = False
-    """Log the patches instead of sending them."""
-    kubeconfig: str | None = None
-    """Kubeconfig file (default: `$KUBECONFIG` or ~/.kube/config)."""
-    context: str | None = None
-    """Kubeconfig context."""
-    in_cluster: bool = False
-    """Use the pod's service account instead of a kubeconfig."""
-    metrics: dict[str, Any] = field(default_factory=lambda: {"type": "loadgen",
-                                                             "base_url": "http://127.0.0.1:8080"})
-    """Metrics provider: `{type: loadgen, base_url}` or `{type: prometheus, url,
-    latency_query, ...}` (see `lwmecps_rllib.backends.metrics`)."""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> KubernetesConfig:
-        """Checked config; errors name the key."""
-        data = dict(data or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"unknown backend_config key {unknown[0]!r}; allowed: {names}")
-        cfg = cls(**data)
-        for key in ("rollout_timeout_s", "poll_interval_s", "request_timeout_s", "backoff_s",
-                    "backoff_max_s", "stabilization_time_s"):
-            v = getattr(cfg, key)
-            if not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"backend_config.{key} must be a number >= 0, got {v!r}")
-        if not isinstance(cfg.retries, int) or cfg.retries < 0:
-            raise ValueError(f"backend_config.retries must be an integer >= 0, got {cfg.retries!r}")
-        if not isinstance(cfg.min_replicas, int) or cfg.min_replicas < 0:
-            raise ValueError("backend_config.min_replicas must be an integer >= 0")
-        if cfg.max_replicas is not None and (not isinstance(cfg.max_replicas, int)
-                                             or cfg.max_replicas < cfg.min_replicas):
-            raise ValueError("backend_config.max_replicas must be an integer >= min_replicas")
-        if cfg.metrics.get("type") not in ("loadgen", "prometheus"):
-            raise ValueError(f"backend_config.metrics.type must be 'loadgen' or 'prometheus', "
-                             f"got {cfg.metrics.get('type')!r}")
-        return cfg
-
-
-def load_backend_config(path: str | None, dry_run: bool = False) -> dict[str, Any] | None:
-    """A `backend_config` YAML file, checked (None for no file and no `dry_run`).
-
-    `dry_run=True` (the commands' `--dry-run`) sets `dry_run` in it.
-    """
-    if path is None and not dry_run:
-        return None
-    import yaml
-
-    data: Any = {}
-    if path is not None:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-    if dry_run and isinstance(data, dict):
-        data["dry_run"] = True
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a backend config must be a mapping")
-    try:
-        KubernetesConfig.from_dict(data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-    return data
-
-
-def add_backend_arguments(parser: Any) -> None:
-    """`--backend`, `--backend-config` and `--dry-run` of the commands."""
-    parser.add_argument("--backend", default="sim", choices=("sim", "k8s"),
-                        help="sim (digital twin) or k8s (a real cluster, see --backend-config)")
-    parser.add_argument("--backend-config", default=None,
-                        help="YAML of the Kubernetes backend (e.g. "
-                             "k8s/testbed/backend-config.yaml)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="with --backend k8s: log the patches instead of sending them")
-
-
-def backend_config_from_args(args: Any) -> dict[str, Any] | None:
-    """The checked `backend_config` the command-line flags give (None for the simulator).
-
-    Raises:
-        ValueError: for a config or --dry-run without `--backend k8s`, or a bad config.
-    """
-    if args.backend != "k8s":
-        if args.backend_config or args.dry_run:
-            raise ValueError("--backend-config and --dry-run need --backend k8s")
-        return None
-    return load_backend_config(args.backend_config, args.dry_run) or {}
 
 
 def build_metrics(config: dict[str, Any]) -> MetricsProvider:
@@ -362,13 +246,11 @@ class KubernetesBackend:
                ) -> ClusterState:
         """ClusterState (batch of 1) from what the cluster reports."""
         spec = self.spec
-        d = spec.n_deployments
-        ready_at = np.full((1, d, spec.max_pods), np.inf)
+        ready = np.zeros((1, spec.n_deployments), np.int64)
         node_of = spec.home_node[None, :].copy()
         for i, name in enumerate(self.dep_names):
             dep = deployments[name]
-            ready = min(int(dep.status.ready_replicas or 0), spec.max_pods)
-            ready_at[0, i, :ready] = -1.0
+            ready[0, i] = int(dep.status.ready_replicas or 0)
             if not spec.pinned:
                 on = self.pod_nodes(dep)
                 selector = ((dep.spec.template.spec.node_selector or {})
@@ -376,8 +258,8 @@ class KubernetesBackend:
                 target = on[0] if on else selector.get(HOSTNAME_LABEL)
                 if target in self.node_names:
                     node_of[0, i] = self.node_names.index(target)
-        return ClusterState(np.array([slot], np.int64), replicas.astype(np.int64).copy(),
-                            ready_at, node_of, node_of.copy(), np.full((1, d), np.inf))
+        return ClusterState.from_counts(np.array([slot]), replicas, ready, node_of,
+                                        spec.max_pods)
 
     def wait_rollout(self, want: dict[str, int]) -> dict[str, Any]:
         """Poll until every deployment in `want` has that many ready, updated replicas.
@@ -482,7 +364,7 @@ def measurement_from_sample(spec: ClusterSpec, state: ClusterState, sample: Metr
     answered requests split by ready pods).
     """
     sc = spec.scenario
-    n, s = spec.n_nodes, sc.n_stations
+    n = spec.n_nodes
     station_names = [st.name for st in sc.stations]
     if sample.users:
         unknown = sorted(set(sample.users) - set(station_names))
@@ -495,10 +377,6 @@ def measurement_from_sample(spec: ClusterSpec, state: ClusterState, sample: Metr
                 else float(users.sum() * sc.slots_per_step))
     failed = min(float(sample.failed or 0.0), requests)
     ok = requests - failed
-    data = np.zeros((1, kernels.O_NODES + 2 * n + s))
-    data[0, kernels.O_REQUESTS] = requests
-    data[0, kernels.O_OK] = ok
-    data[0, kernels.O_LATENCY] = sample.average_latency_ms * ok
     ready = core.ready_counts(state, state.slot * sc.slot_s)[0]
     pods_on = np.zeros(n)
     np.add.at(pods_on, state.node_of[0], ready)
@@ -514,10 +392,8 @@ def measurement_from_sample(spec: ClusterSpec, state: ClusterState, sample: Metr
         served = (pods_on > 0).astype(np.float64)
     share = served * np.where(pods_on > 0, pods_on, 1.0)
     node_ok = ok * share / share.sum() if share.sum() > 0 else np.zeros(n)
-    data[0, kernels.O_NODES:kernels.O_NODES + n] = lat * node_ok
-    data[0, kernels.O_NODES + n:kernels.O_NODES + 2 * n] = node_ok
-    data[0, kernels.O_NODES + 2 * n:] = users
-    return Measurement(data, n)
+    return Measurement.from_parts(requests, ok, sample.average_latency_ms * ok,
+                                  (lat * node_ok)[None], node_ok[None], users[None])
 
 
 def _short(exc: Exception | None) -> str:

@@ -139,6 +139,28 @@ class ClusterState:
     move_at: np.ndarray
     """(B, D) time the move completes; inf when not moving."""
 
+    @classmethod
+    def from_counts(cls, slot: np.ndarray, replicas: np.ndarray, ready: np.ndarray,
+                    node_of: np.ndarray, max_pods: int) -> ClusterState:
+        """Clusters seen from outside: desired and ready replicas, nodes, no move under way.
+
+        What a real cluster (or a request describing one) reports, without pod start
+        times: `ready[b, d]` pods (at most `max_pods`) have been ready since ever, the
+        others are not.
+
+        Args:
+            slot: (B,) next slot.
+            replicas: (B, D) desired replicas.
+            ready: (B, D) ready replicas.
+            node_of: (B, D) node of each deployment.
+            max_pods: Pod slots per deployment (`ClusterSpec.max_pods`).
+        """
+        ready = np.minimum(np.asarray(ready, np.int64), max_pods)
+        node_of = np.asarray(node_of, np.int64)
+        ready_at = np.where(np.arange(max_pods) < ready[..., None], -np.inf, np.inf)
+        return cls(np.asarray(slot, np.int64).copy(), np.asarray(replicas, np.int64).copy(),
+                   ready_at, node_of.copy(), node_of.copy(), np.full(node_of.shape, np.inf))
+
 
 class Measurement:
     """What a step measured in each of B clusters, summed over its slots.
@@ -187,6 +209,32 @@ class Measurement:
     def zeros(cls, b: int, n_nodes: int, n_stations: int) -> Measurement:
         """An empty measurement."""
         return cls(np.zeros((b, kernels.O_NODES + 2 * n_nodes + n_stations)), n_nodes)
+
+    @classmethod
+    def from_parts(cls, requests: np.ndarray, ok: np.ndarray, latency_sum_ms: np.ndarray,
+                   node_latency_sum_ms: np.ndarray, node_ok: np.ndarray,
+                   users: np.ndarray) -> Measurement:
+        """A measurement from its parts (what a real cluster's metrics report).
+
+        Args:
+            requests: (B,) requests sent.
+            ok: (B,) successful requests.
+            latency_sum_ms: (B,) summed latency of the successful requests.
+            node_latency_sum_ms: (B, N) summed latency of the requests each node answered.
+            node_ok: (B, N) successful requests each node answered.
+            users: (B, S) users of each station in the last slot.
+        """
+        node_ok = np.atleast_2d(np.asarray(node_ok, np.float64))
+        users = np.atleast_2d(np.asarray(users, np.float64))
+        b, n = node_ok.shape
+        m = cls.zeros(b, n, users.shape[1])
+        m.data[:, kernels.O_REQUESTS] = requests
+        m.data[:, kernels.O_OK] = ok
+        m.data[:, kernels.O_LATENCY] = latency_sum_ms
+        m.data[:, kernels.O_NODES:kernels.O_NODES + n] = node_latency_sum_ms
+        m.data[:, kernels.O_NODES + n:kernels.O_NODES + 2 * n] = node_ok
+        m.data[:, kernels.O_NODES + 2 * n:] = users
+        return m
 
     @property
     def failed(self) -> np.ndarray:

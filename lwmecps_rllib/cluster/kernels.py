@@ -319,16 +319,23 @@ def step_metrics(replicas: np.ndarray, nodes: np.ndarray, meas: np.ndarray,
 
 @numba.njit(cache=True)
 def env3_obs(replicas: np.ndarray, ready_at: np.ndarray, slot: np.ndarray, meas: np.ndarray,
-             cap_norm: np.ndarray, max_pods: int,
-             failed_latency_ms: float, max_users: float, n_slots: int, slot_s: float,
-             out: np.ndarray) -> None:
-    """LWMECPSEnv3's flat observation of B clusters into `out` (B, 5N + 2D + S + 2)."""
+             cap_norm: np.ndarray, max_pods: int, failed_latency_ms: float, max_users: float,
+             slot_s: float, phase: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """LWMECPSEnv3's flat observation of B clusters into `out` (B, size).
+
+    `offsets` are the starts of the layout's blocks `nodes` ((N, 5): capacity CPU, RAM,
+    TX, RX over the largest, latency over `failed_latency_ms`), `replicas`, `ready`,
+    `users` and `time_of_day` (see `LWMECPSEnv3.box_layout`); `phase` (B,) the time of
+    day in radians.
+    """
     n_b, n_d, n_p = ready_at.shape
     n_n = cap_norm.shape[0]
     users_at = O_NODES + 2 * n_n
     n_st = meas.shape[1] - users_at
+    o_nodes, o_replicas, o_ready, o_users, o_time = (offsets[0], offsets[1], offsets[2],
+                                                     offsets[3], offsets[4])
     for b in range(n_b):
-        i = 0
+        i = o_nodes
         for n in range(n_n):
             for k in range(4):
                 out[b, i] = cap_norm[n, k]
@@ -339,21 +346,16 @@ def env3_obs(replicas: np.ndarray, ready_at: np.ndarray, slot: np.ndarray, meas:
             i += 1
         t = slot[b] * slot_s
         for d in range(n_d):
-            out[b, i] = replicas[b, d] / max_pods
-            i += 1
-        for d in range(n_d):
+            out[b, o_replicas + d] = min(replicas[b, d] / max_pods, 1.0)
             k = 0
             for j in range(n_p):
                 if ready_at[b, d, j] <= t:
                     k += 1
-            out[b, i] = k / max_pods
-            i += 1
+            out[b, o_ready + d] = min(k / max_pods, 1.0)
         for s in range(n_st):
-            out[b, i] = min(meas[b, users_at + s] / max_users, 1.0)
-            i += 1
-        phase = 2.0 * np.pi * (slot[b] % n_slots) / n_slots
-        out[b, i] = np.sin(phase)
-        out[b, i + 1] = np.cos(phase)
+            out[b, o_users + s] = min(meas[b, users_at + s] / max_users, 1.0)
+        out[b, o_time] = np.sin(phase[b])
+        out[b, o_time + 1] = np.cos(phase[b])
 
 
 @numba.njit(cache=True)

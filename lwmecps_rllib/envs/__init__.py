@@ -1,41 +1,43 @@
 """The gymnasium envs, registered under their reference names.
 
-`import lwmecps_rllib.envs` registers `LWMECPSEnv`, `LWMECPSEnv2` and `LWMECPSEnv3`
-with gymnasium (LWMECPSEnv3 with its batched `vector_entry_point`);
-:func:`register_rllib_envs` registers the same names with RLlib's env registry.
+`import lwmecps_rllib` registers `LWMECPSEnv`, `LWMECPSEnv2` and `LWMECPSEnv3` with
+gymnasium (LWMECPSEnv3 with its batched `vector_entry_point`) without loading them;
+:func:`register_rllib_envs` registers the same names with RLlib's env registry. The
+classes and helpers below load on first use.
 """
 
-import gymnasium as gym
+from __future__ import annotations
 
-from lwmecps_rllib.envs.lwmecps_env import LWMECPSEnv
-from lwmecps_rllib.envs.lwmecps_env2 import LWMECPSEnv2
-from lwmecps_rllib.envs.lwmecps_env3 import LWMECPSEnv3
-from lwmecps_rllib.envs.registration import (
+import importlib
+from typing import Any
+
+from lwmecps_rllib.envs.names import (
+    ENV_MODULES,
     ENV_NAMES,
-    action_costs,
-    head_views,
-    make_env,
-    register_rllib_envs,
+    VECTOR_ENTRY_POINTS,
+    register_gym_envs,
 )
-from lwmecps_rllib.envs.vector import LWMECPSEnv3Vector
 
-for _name in ENV_NAMES:
-    if _name not in gym.registry:
-        gym.register(
-            _name,
-            entry_point=f"lwmecps_rllib.envs:{_name}",
-            vector_entry_point=("lwmecps_rllib.envs:LWMECPSEnv3Vector"
-                                if _name == "LWMECPSEnv3" else None),
-        )
+_LAZY = {
+    **ENV_MODULES,
+    "LWMECPSEnv3Vector": "lwmecps_rllib.envs.vector",
+    "ClusterEnv": "lwmecps_rllib.envs.base",
+    "ObsLayout": "lwmecps_rllib.envs.layout",
+    "action_costs": "lwmecps_rllib.envs.registration",
+    "env_class": "lwmecps_rllib.envs.registration",
+    "env_options": "lwmecps_rllib.envs.registration",
+    "head_views": "lwmecps_rllib.envs.registration",
+    "make_env": "lwmecps_rllib.envs.registration",
+    "register_rllib_envs": "lwmecps_rllib.envs.registration",
+}
 
-__all__ = [
-    "ENV_NAMES",
-    "LWMECPSEnv",
-    "LWMECPSEnv2",
-    "LWMECPSEnv3",
-    "LWMECPSEnv3Vector",
-    "action_costs",
-    "head_views",
-    "make_env",
-    "register_rllib_envs",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+register_gym_envs()
+
+__all__ = ["ENV_NAMES", "VECTOR_ENTRY_POINTS", *_LAZY, "register_gym_envs"]

@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from lwmecps_rllib.backends import Backend, BackendError, GuardRailError, SimBackend
+from lwmecps_rllib.backends.config import KubernetesConfig
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
+from lwmecps_rllib.cluster.view import ClusterView
+from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
+from lwmecps_rllib.spec import EnvOptions
 
-OBS_FORMATS = ("dict", "box")
 #: Upper bound of the users-per-station observation in the dict forms.
 MAX_USERS = 1e6
-
-
-def check_choice(field: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
-    """Raise ValueError naming `field` when `value` is not one of `allowed`."""
-    if value not in allowed:
-        raise ValueError(f"{field} must be one of {list(allowed)}, got {value!r}")
-
-
-BACKENDS = ("sim", "k8s")
 
 
 #: Station orders of a shuffled trace when the stations have more than 24 orders.
@@ -85,52 +79,40 @@ def augmented_trace(trace: np.ndarray, shuffle_stations: bool = False,
     return np.ascontiguousarray(np.concatenate(days))
 
 
-def check_augmentation(shuffle_stations: Any, load_jitter: Any, backend: Any) -> bool:
-    """Validate the training augmentation; whether there is any.
-
-    Raises:
-        ValueError: `shuffle_stations` not a bool, `load_jitter` outside [0, 1), or
-            either with a backend other than the simulator.
-    """
-    if not isinstance(shuffle_stations, bool):
-        raise ValueError(f"shuffle_stations must be True or False, got {shuffle_stations!r}")
-    ok = isinstance(load_jitter, (int, float)) and not isinstance(load_jitter, bool)
-    if not ok or not 0.0 <= load_jitter < 1.0:
-        raise ValueError(f"load_jitter must be a number in [0, 1), got {load_jitter!r}")
-    augment = shuffle_stations or load_jitter > 0
-    if augment and backend != "sim":
-        raise ValueError(f"shuffle_stations and load_jitter need backend='sim' (they change "
-                         f"the replayed trace), got backend={backend!r}")
-    return augment
-
-
-def make_backend(backend: Any, spec: ClusterSpec, trace: np.ndarray,
-                 config: dict[str, Any] | None = None) -> Backend:
-    """The backend an env asked for.
+def make_backend(options: EnvOptions, spec: ClusterSpec, trace: np.ndarray) -> Backend:
+    """The backend the options ask for.
 
     Args:
-        backend: `"sim"`, `"k8s"` (a Kubernetes backend from `config`, see
-            :class:`lwmecps_rllib.backends.kubernetes.KubernetesConfig`), a backend
-            object, or a factory `(spec, trace) -> backend`.
+        options: `backend` is `"sim"`, `"k8s"` (a Kubernetes backend from
+            `backend_config`), a backend object, or a factory `(spec, trace) -> backend`.
         spec: The env's compiled cluster.
         trace: The trace the env replays.
-        config: `backend_config` for `"k8s"`.
     """
-    if isinstance(backend, str):
-        check_choice("backend", backend, BACKENDS)
-        if backend == "k8s":
-            from lwmecps_rllib.backends.kubernetes import KubernetesBackend, KubernetesConfig
+    backend = options.backend
+    if backend == "k8s":
+        from lwmecps_rllib.backends.kubernetes import KubernetesBackend
 
-            return KubernetesBackend(spec, trace, KubernetesConfig.from_dict(config))
-        if config:
-            raise ValueError("backend_config is only used with backend='k8s'")
+        return KubernetesBackend(spec, trace, options.backend_config or KubernetesConfig())
+    if backend == "sim":
         return SimBackend(spec, trace)
     if isinstance(backend, Backend):
         return backend
-    if callable(backend):
-        return backend(spec, trace)
-    raise ValueError(f"backend must be one of {list(BACKENDS)}, a backend or a factory, "
-                     f"got {backend!r}")
+    return backend(spec, trace)
+
+
+def replay_trace(scenario: Scenario, options: EnvOptions) -> np.ndarray:
+    """The (T, S) users an env replays: the options' trace, augmented as they ask.
+
+    Raises:
+        ScenarioError: for a trace the scenario does not have.
+    """
+    if options.trace not in scenario.traces:
+        raise ScenarioError(f"trace must be one of {sorted(scenario.traces)}, "
+                            f"got {options.trace!r}")
+    trace = scenario.trace(options.trace)
+    if options.augmented:
+        trace = augmented_trace(trace, options.shuffle_stations, options.load_jitter)
+    return trace
 
 
 def metrics_info(metrics: np.ndarray, valid: bool, slot: int) -> dict[str, Any]:
@@ -163,41 +145,58 @@ class ClusterEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["ansi"]}
-    #: Whether deployments stay on their home node.
-    pinned: bool = True
+    #: What an action sets: `"replicas"` per deployment (pinned) or `"placement"`.
+    action_kind: ClassVar[str] = "replicas"
+    #: The observation form when the options name none.
+    default_obs_format: ClassVar[str] = "dict"
+    #: Whether the env takes the `n_deployments` option.
+    has_n_deployments: ClassVar[bool] = False
+    #: The native batched form (`"module:Class"`), registered as `vector_entry_point`.
+    vector_entry_point: ClassVar[str | None] = None
 
-    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
-                 backend: str | Backend = "sim", episode_length: int | None = None,
-                 obs_format: str = "dict", render_mode: str | None = None,
-                 backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
-        self.scenario = load_scenario(scenario)
-        if trace not in self.scenario.traces:
-            raise ScenarioError(f"trace must be one of {sorted(self.scenario.traces)}, "
-                                f"got {trace!r}")
-        check_choice("obs_format", obs_format, OBS_FORMATS)
-        if render_mode is not None:
-            check_choice("render_mode", render_mode, self.metadata["render_modes"])
-        if episode_length is not None and (not isinstance(episode_length, int)
-                                           or episode_length < 1):
-            raise ValueError(f"episode_length must be an integer >= 1, got {episode_length!r}")
-        self.trace_name = trace
-        self.obs_format = obs_format
-        self.render_mode = render_mode
-        self.episode_length = episode_length or self.scenario.episode_length
-        self.spec_ = self._build_spec(self.scenario)
-        replay = self.scenario.trace(trace)
-        if check_augmentation(shuffle_stations, load_jitter, backend):
-            replay = augmented_trace(replay, shuffle_stations, float(load_jitter))
+    def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
+        opts = EnvOptions.parse(options).replace(**fields) if fields else EnvOptions.parse(
+            options)
+        if opts.obs_format is None:
+            opts = opts.replace(obs_format=self.default_obs_format)
+        if opts.n_deployments is not None and not self.has_n_deployments:
+            raise ValueError(f"n_deployments is only an option of LWMECPSEnv2, not "
+                             f"{type(self).__name__}")
+        self.options = opts
+        self.scenario = load_scenario(opts.scenario)
+        self.trace_name = opts.trace
+        self.obs_format = opts.obs_format
+        self.render_mode = opts.render_mode
+        self.episode_length = opts.episode_length or self.scenario.episode_length
+        self.spec_ = self.build_spec(self.scenario, opts)
+        replay = replay_trace(self.scenario, opts)
         self._start_slots = len(replay)
-        self.backend: Backend = make_backend(backend, self.spec_, replay, backend_config)
+        self.backend: Backend = make_backend(opts, self.spec_, replay)
+        self._replay = replay if isinstance(self.backend, SimBackend) else None
         self.state: ClusterState | None = None
         self.last: Measurement | None = None
         self.steps = 0
 
     # -------------------------------------------------------------- subclass hooks
-    def _build_spec(self, scenario: Scenario) -> ClusterSpec:
+    @classmethod
+    def build_spec(cls, scenario: Scenario, options: EnvOptions) -> ClusterSpec:
+        """The env's compiled cluster for a scenario."""
         raise NotImplementedError
+
+    @classmethod
+    def box_layout(cls, spec: ClusterSpec) -> ObsLayout:
+        """The layout of the flat (`box`) observation."""
+        raise NotImplementedError
+
+    @classmethod
+    def head_views(cls, options: EnvOptions) -> list[list[int]] | None:
+        """Per action head, the box-observation indices that describe it alone (or None)."""
+        return None
+
+    @classmethod
+    def action_costs(cls, options: EnvOptions, limit: int = 4096) -> list[float] | None:
+        """Per joint action, the part of a step's cost the action alone fixes (or None)."""
+        return None
 
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
         """(1, D) replicas and (1, D) nodes asked for by `action`."""
@@ -258,7 +257,13 @@ class ClusterEnv(gym.Env):
         truncated = self.steps >= self.episode_length and not terminated
         return self._observe(), reward, terminated, truncated, info
 
+    def cluster_view(self) -> ClusterView:
+        """The cluster as policies may see it: read-only copies, no access to the backend."""
+        return ClusterView.of(self.spec_, self.action_space, self.state, self.last,
+                              self._replay)
+
     def _current_nodes(self) -> np.ndarray:
+        """(1, D) node of each deployment, or the node it is moving to."""
         if self.spec_.pinned:
             return self.state.node_of
         st = self.state

@@ -10,7 +10,9 @@ from gymnasium import spaces
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
+from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario
+from lwmecps_rllib.spec import EnvOptions
 
 NODE_FEATURES = ("cpu", "ram", "tx_bandwidth", "rx_bandwidth", "read_disk", "write_disk",
                  "avg_latency", "replicas")
@@ -30,39 +32,64 @@ def placement_pod_use(spec: ClusterSpec) -> np.ndarray:
                      p.disk_read_usage_mbps, p.disk_write_usage_mbps])
 
 
-def placement_box_obs(spec: ClusterSpec, state: ClusterState, m: Measurement) -> np.ndarray:
-    """(B, N*(7+D) + S) normalised observation of B clusters, in [0, 1]."""
+RESOURCE_COLUMNS = ("cpu", "ram", "tx", "rx", "disk_read", "disk_write")
+
+
+def placement_layout(spec: ClusterSpec) -> ObsLayout:
+    """The flat observation of LWMECPSEnv and LWMECPSEnv2 (see LWMECPSEnv2's docstring).
+
+    Per node: the free fraction of each resource, the latency over
+    `failed_latency_ms`, and which deployments run on it (one-hot); then the users
+    per station over the scenario's most.
+    """
+    columns = (*(f"{c}_free" for c in RESOURCE_COLUMNS), "latency",
+               *(f"deployment_{d}" for d in range(spec.n_deployments)))
+    return ObsLayout([("nodes", (spec.n_nodes, len(columns)), 0.0, 1.0, columns),
+                      ("users", spec.n_stations, 0.0, 1.0)])
+
+
+def placement_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState,
+                     m: Measurement, *, capacity: np.ndarray | None = None,
+                     used: np.ndarray | None = None) -> np.ndarray:
+    """(B, size) normalised observations of B clusters, in [0, 1].
+
+    Args:
+        spec: The cluster.
+        layout: :func:`placement_layout` of `spec`.
+        state: The clusters' states.
+        m: Their last measurement.
+        capacity: (N, 6) node capacity, instead of the scenario's.
+        used: (B, N, 6) resources in use, instead of pods x a pod's use (NaN: that).
+    """
     sc = spec.scenario
     b = len(state.slot)
-    cap = placement_capacity(spec)
+    cap = placement_capacity(spec) if capacity is None else capacity
     pods = core.pods_per_node(spec, state.replicas, state.node_of)
-    free = np.clip(1.0 - pods[:, :, None] * placement_pod_use(spec) / cap, 0.0, 1.0)
+    taken = pods[:, :, None] * placement_pod_use(spec)
+    if used is not None:
+        taken = np.where(np.isnan(used), taken, used)
+    free = np.clip(1.0 - taken / cap, 0.0, 1.0)
     lat = np.clip(m.node_avg_latency_ms / sc.failed_latency_ms, 0.0, 1.0)[:, :, None]
     onehot = (state.node_of[:, None, :] == np.arange(spec.n_nodes)[None, :, None])
     per_node = np.concatenate([free, lat, onehot], axis=2).reshape(b, -1)
     users = np.clip(m.users / sc.max_users, 0.0, 1.0)
-    return np.concatenate([per_node, users], axis=1).astype(np.float32)
+    out = np.concatenate([per_node, users], axis=1).astype(np.float32)
+    assert out.shape[1] == layout.size
+    return out
 
 
 class PlacementEnv(ClusterEnv):
     """Shared logic of LWMECPSEnv and LWMECPSEnv2 (one pod per deployment, moved by the action)."""
 
-    pinned = False
+    action_kind = "placement"
 
-    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
-                 backend: Any = "sim", episode_length: int | None = None,
-                 obs_format: str = "dict", render_mode: str | None = None,
-                 n_deployments: int | None = None,
-                 backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
-        self._n_deployments = n_deployments
-        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         backend_config, shuffle_stations, load_jitter)
+    def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
+        super().__init__(options, **fields)
         spec = self.spec_
         n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
-        if obs_format == "box":
-            size = n * (7 + d) + s
-            self.observation_space = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+        self.layout = placement_layout(spec)
+        if self.obs_format == "box":
+            self.observation_space = self.layout.space()
         else:
             high = np.concatenate([placement_capacity(spec),
                                    np.full((n, 1), self.scenario.failed_latency_ms),
@@ -73,13 +100,26 @@ class PlacementEnv(ClusterEnv):
             })
         self._ones = np.ones((1, d), np.int64)
 
-    def _build_spec(self, scenario: Scenario) -> ClusterSpec:
-        d = scenario.n_stations if self._n_deployments is None else self._n_deployments
-        if not isinstance(d, int) or not 1 <= d <= scenario.n_stations:
+    @classmethod
+    def build_spec(cls, scenario: Scenario, options: EnvOptions) -> ClusterSpec:
+        """One pod per deployment; station `s` served by deployment `s mod n_deployments`."""
+        d = scenario.n_stations if options.n_deployments is None else options.n_deployments
+        if d > scenario.n_stations:
             raise ValueError(f"n_deployments must be an integer in [1, {scenario.n_stations}], "
                              f"got {d!r}")
         return ClusterSpec.build(scenario, station_deployment=np.arange(scenario.n_stations) % d,
                                  pinned=False, max_pods=1)
+
+    @classmethod
+    def box_layout(cls, spec: ClusterSpec) -> ObsLayout:
+        """See :func:`placement_layout`."""
+        return placement_layout(spec)
+
+    @classmethod
+    def encode_box(cls, spec: ClusterSpec, state: ClusterState, m: Measurement,
+                   **overrides: Any) -> np.ndarray:
+        """(B, size) box observations (see :func:`placement_encode` for the overrides)."""
+        return placement_encode(spec, placement_layout(spec), state, m, **overrides)
 
     def _nodes_from(self, action: Any) -> np.ndarray:
         a = np.asarray(action, dtype=np.int64).reshape(1, -1)
@@ -97,7 +137,7 @@ class PlacementEnv(ClusterEnv):
 
     def _observe(self) -> Any:
         if self.obs_format == "box":
-            return placement_box_obs(self.spec_, self.state, self.last)[0]
+            return placement_encode(self.spec_, self.layout, self.state, self.last)[0]
         spec = self.spec_
         pods = core.pods_per_node(spec, self.state.replicas, self.state.node_of)[0]
         free = placement_capacity(spec) - pods[:, None] * placement_pod_use(spec)
@@ -148,12 +188,11 @@ class LWMECPSEnv(PlacementEnv):
     `render_mode`, `shuffle_stations`, `load_jitter`.
     """
 
-    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
-                 backend: Any = "sim", episode_length: int | None = None,
-                 obs_format: str = "dict", render_mode: str | None = None,
-                 backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
-        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         n_deployments=1, backend_config=backend_config,
-                         shuffle_stations=shuffle_stations, load_jitter=load_jitter)
+    def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
+        super().__init__(options, **fields)
         self.action_space = spaces.Discrete(self.spec_.n_nodes)
+
+    @classmethod
+    def build_spec(cls, scenario: Scenario, options: EnvOptions) -> ClusterSpec:
+        """One deployment of one pod serving every station."""
+        return super().build_spec(scenario, options.replace(n_deployments=1))

@@ -7,7 +7,7 @@ from typing import Any
 from gymnasium import spaces
 
 from lwmecps_rllib.envs.lwmecps_env import PlacementEnv
-from lwmecps_rllib.scenarios import Scenario
+from lwmecps_rllib.spec import EnvOptions
 
 
 class LWMECPSEnv2(PlacementEnv):
@@ -49,13 +49,9 @@ class LWMECPSEnv2(PlacementEnv):
     As LWMECPSEnv, plus `n_deployments` (1..n_stations).
     """
 
-    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
-                 backend: Any = "sim", episode_length: int | None = None,
-                 obs_format: str = "box", render_mode: str | None = None,
-                 n_deployments: int | None = None,
-                 backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
-        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         n_deployments=n_deployments, backend_config=backend_config,
-                         shuffle_stations=shuffle_stations, load_jitter=load_jitter)
+    default_obs_format = "box"
+    has_n_deployments = True
+
+    def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
+        super().__init__(options, **fields)
         self.action_space = spaces.MultiDiscrete([self.spec_.n_nodes] * self.spec_.n_deployments)

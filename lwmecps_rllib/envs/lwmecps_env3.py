@@ -10,10 +10,15 @@ from gymnasium import spaces
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
-from lwmecps_rllib.scenarios import Scenario
+from lwmecps_rllib.envs.layout import ObsLayout
+from lwmecps_rllib.scenarios import Scenario, load_scenario
+from lwmecps_rllib.spec import EnvOptions
 
 POD_FIELDS = ("CPU_usage", "RAM_usage", "TX_usage", "RX_usage")
 NODE_FIELDS = ("CPU", "RAM", "TX", "RX")
+
+
+NODE_COLUMNS = ("cpu", "ram", "tx", "rx", "latency")
 
 
 def env3_spec(scenario: Scenario) -> ClusterSpec:
@@ -21,26 +26,40 @@ def env3_spec(scenario: Scenario) -> ClusterSpec:
     return ClusterSpec.build(scenario, pinned=True)
 
 
-def env3_box_space(spec: ClusterSpec) -> spaces.Box:
-    """The flat observation space (see `LWMECPSEnv3` for the layout)."""
+def env3_layout(spec: ClusterSpec) -> ObsLayout:
+    """LWMECPSEnv3's flat observation (see the class docstring)."""
     n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
-    size = 5 * n + 2 * d + s + 2
-    low = np.zeros(size, np.float32)
-    low[-2:] = -1.0
-    return spaces.Box(low, np.ones(size, np.float32), dtype=np.float32)
+    return ObsLayout([("nodes", (n, len(NODE_COLUMNS)), 0.0, 1.0, NODE_COLUMNS),
+                      ("replicas", d, 0.0, 1.0), ("ready", d, 0.0, 1.0),
+                      ("users", s, 0.0, 1.0), ("time_of_day", 2, -1.0, 1.0, ("sin", "cos"))])
 
 
-def env3_box_obs(spec: ClusterSpec, state: ClusterState, m: Measurement) -> np.ndarray:
-    """(B, obs_dim) flat observations of B clusters, in [0, 1] (time features in [-1, 1])."""
-    out = np.empty((len(state.slot), 5 * spec.n_nodes + 2 * spec.n_deployments
-                    + spec.n_stations + 2), np.float32)
-    kernels.env3_obs(state.replicas, state.ready_at, state.slot, m.data, spec.cap_norm,
-                     spec.max_pods, spec.failed_latency_ms,
-                     spec.max_users, spec.n_slots, spec.scenario.slot_s, out)
+def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Measurement,
+                *, cap_norm: np.ndarray | None = None,
+                phase: np.ndarray | None = None) -> np.ndarray:
+    """(B, size) flat observations of B clusters, in the layout's bounds.
+
+    Args:
+        spec: The cluster.
+        layout: :func:`env3_layout` of `spec`.
+        state: The clusters' states.
+        m: Their last measurement.
+        cap_norm: (N, 4) node capacity over the largest, to use instead of the scenario's.
+        phase: (B,) time of day in radians, instead of the one of the state's slot.
+    """
+    if phase is None:
+        phase = 2.0 * np.pi * (state.slot % spec.n_slots) / spec.n_slots
+    offsets = np.array([layout[name].start for name in
+                        ("nodes", "replicas", "ready", "users", "time_of_day")], np.int64)
+    out = np.empty((len(state.slot), layout.size), np.float32)
+    kernels.env3_obs(state.replicas, state.ready_at, state.slot, m.data,
+                     spec.cap_norm if cap_norm is None else cap_norm, spec.max_pods,
+                     spec.failed_latency_ms, spec.max_users, spec.scenario.slot_s,
+                     np.asarray(phase, np.float64), offsets, out)
     return out
 
 
-def env3_head_views(spec: ClusterSpec) -> list[list[int]]:
+def env3_head_views(spec: ClusterSpec, layout: ObsLayout) -> list[list[int]]:
     """Per deployment, the indices of the box observation that describe it alone.
 
     For deployment `d` (served from node `h`, serving station `s`): the users of `s`,
@@ -48,13 +67,12 @@ def env3_head_views(spec: ClusterSpec) -> list[list[int]]:
     Algorithms that factorise the action per deployment can look at these few features
     (tabular Q-learning's shared table) or share one network across deployments.
     """
-    n, d_all = spec.n_nodes, spec.n_deployments
-    users_at = 5 * n + 2 * d_all
     views = []
-    for d in range(d_all):
+    for d in range(spec.n_deployments):
         station = int(np.flatnonzero(spec.station_deployment == d)[0])
-        views.append([users_at + station, 5 * n + d, 5 * n + d_all + d,
-                      5 * int(spec.home_node[d]) + 4])
+        views.append([layout.index("users", station), layout.index("replicas", d),
+                      layout.index("ready", d),
+                      layout.index("nodes", int(spec.home_node[d]), "latency")])
     return views
 
 
@@ -165,28 +183,53 @@ class LWMECPSEnv3(ClusterEnv):
       [1 - j, 1 / (1 - j)].
     """
 
-    pinned = True
+    action_kind = "replicas"
+    vector_entry_point = "lwmecps_rllib.envs.vector:LWMECPSEnv3Vector"
 
-    def __init__(self, scenario: str | Scenario = "testbed-4bs", trace: str = "a",
-                 backend: Any = "sim", episode_length: int | None = None,
-                 obs_format: str = "dict", render_mode: str | None = None,
-                 backend_config: dict[str, Any] | None = None,
-                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
-        super().__init__(scenario, trace, backend, episode_length, obs_format, render_mode,
-                         backend_config, shuffle_stations, load_jitter)
+    def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
+        super().__init__(options, **fields)
         spec = self.spec_
-        sc = self.scenario
-        self.action_space = spaces.MultiDiscrete([sc.max_replicas + 1] * spec.n_deployments)
-        if obs_format == "box":
-            self.observation_space = env3_box_space(spec)
+        self.action_space = spaces.MultiDiscrete([spec.max_pods + 1] * spec.n_deployments)
+        self.layout = env3_layout(spec)
+        if self.obs_format == "box":
+            self.observation_space = self.layout.space()
         else:
             self.observation_space = self._dict_space()
         self._home = spec.home_node[None, :].copy()
         self._action_shape = (spec.n_deployments,)
         self._deps_on = [np.flatnonzero(spec.home_node == n) for n in range(spec.n_nodes)]
 
-    def _build_spec(self, scenario: Scenario) -> ClusterSpec:
+    @classmethod
+    def build_spec(cls, scenario: Scenario, options: EnvOptions) -> ClusterSpec:
+        """One pinned deployment per station."""
         return env3_spec(scenario)
+
+    @classmethod
+    def box_layout(cls, spec: ClusterSpec) -> ObsLayout:
+        """See :func:`env3_layout`."""
+        return env3_layout(spec)
+
+    @classmethod
+    def encode_box(cls, spec: ClusterSpec, state: ClusterState, m: Measurement,
+                   **overrides: Any) -> np.ndarray:
+        """(B, size) box observations (see :func:`env3_encode` for the overrides)."""
+        return env3_encode(spec, env3_layout(spec), state, m, **overrides)
+
+    @classmethod
+    def head_views(cls, options: EnvOptions) -> list[list[int]]:
+        """See :func:`env3_head_views`."""
+        spec = env3_spec(load_scenario(options.scenario))
+        return env3_head_views(spec, env3_layout(spec))
+
+    @classmethod
+    def action_costs(cls, options: EnvOptions, limit: int = 4096) -> list[float] | None:
+        """See :func:`env3_action_costs`; None above `limit` joint actions or when some
+        joint action does not fit the nodes."""
+        spec = env3_spec(load_scenario(options.scenario))
+        if (spec.max_pods + 1) ** spec.n_deployments > limit:
+            return None
+        costs = env3_action_costs(spec)
+        return None if costs is None else costs.tolist()
 
     def _dict_space(self) -> spaces.Dict:
         spec, sc = self.spec_, self.scenario
@@ -226,7 +269,7 @@ class LWMECPSEnv3(ClusterEnv):
 
     def _observe(self) -> Any:
         if self.obs_format == "box":
-            return env3_box_obs(self.spec_, self.state, self.last)[0]
+            return env3_encode(self.spec_, self.layout, self.state, self.last)[0]
         spec, sc, m = self.spec_, self.scenario, self.last
         replicas = self.state.replicas[0]
         lat = np.minimum(m.node_avg_latency_ms[0], sc.failed_latency_ms)

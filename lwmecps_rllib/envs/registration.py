@@ -1,81 +1,87 @@
-"""Building envs by name, and their registration with RLlib."""
+"""Building envs by name from RLlib's `env_config`, and their registration with RLlib."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import Any
 
 import gymnasium as gym
 
-if TYPE_CHECKING:
-    from lwmecps_rllib.cluster.core import ClusterSpec
-
-ENV_NAMES = ("LWMECPSEnv", "LWMECPSEnv2", "LWMECPSEnv3")
-_ENV_KEYS = {"scenario", "trace", "backend", "backend_config", "episode_length", "obs_format",
-             "render_mode", "shuffle_stations", "load_jitter"}
-_EXTRA_KEYS = {"LWMECPSEnv2": {"n_deployments"}}
+from lwmecps_rllib.envs.names import ENV_MODULES, ENV_NAMES, VECTOR_ENTRY_POINTS
+from lwmecps_rllib.spec import EnvOptions
 
 
-def _env_class(name: str) -> type:
-    from lwmecps_rllib import envs
+def env_class(name: str) -> type:
+    """The env class registered under `name`.
 
+    Raises:
+        ValueError: for an unknown name, naming the allowed ones.
+    """
     if name not in ENV_NAMES:
         raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {name!r}")
-    return getattr(envs, name)
+    return getattr(importlib.import_module(ENV_MODULES[name]), name)
 
 
-def make_env(name: str, config: dict[str, Any] | None = None) -> gym.Env | gym.vector.VectorEnv:
-    """An env from its name and a config dict (RLlib's `env_config` form).
+def env_options(name: str, config: dict[str, Any] | EnvOptions | None = None) -> EnvOptions:
+    """Checked options of env `name` from an `env_config` (obs_format defaults to `box`).
+
+    Raises:
+        ValueError: naming an unknown key (with the allowed ones) or a bad value.
+    """
+    if isinstance(config, EnvOptions):
+        opts = config
+    else:
+        cfg = dict(config or {})
+        cfg.pop("num_envs", None)
+        try:
+            opts = EnvOptions.parse(cfg)
+        except ValueError as exc:
+            if str(exc).startswith("unknown key"):
+                raise ValueError(str(exc).replace("unknown key", "unknown env_config key", 1)
+                                 ) from None
+            raise
+    if opts.obs_format is None:
+        opts = opts.replace(obs_format="box")
+    return opts
+
+
+def make_env(name: str, config: dict[str, Any] | EnvOptions | None = None
+             ) -> gym.Env | gym.vector.VectorEnv:
+    """An env from its name and its options (RLlib's `env_config` form, or `EnvOptions`).
 
     `obs_format` defaults to `"box"` here (the form RLlib trains on). With a
-    `num_envs` key (RLlib's `vector_entry_point` mode) LWMECPSEnv3 returns its native
-    batched form.
+    `num_envs` key (RLlib's `vector_entry_point` mode) an env with a native batched
+    form (LWMECPSEnv3) returns it.
 
     Raises:
         ValueError: for an unknown env name or config key, naming it and what is allowed.
     """
-    cls = _env_class(name)
-    cfg = {k: v for k, v in dict(config or {}).items()}
-    num_envs = cfg.pop("num_envs", None)
-    allowed = _ENV_KEYS | _EXTRA_KEYS.get(name, set())
-    unknown = set(cfg) - allowed
-    if unknown:
-        raise ValueError(f"env_config key(s) {sorted(unknown)} unknown for {name}; "
-                         f"allowed: {sorted(allowed | {'num_envs'})}")
-    cfg.setdefault("obs_format", "box")
+    cls = env_class(name)
+    num_envs = None if isinstance(config, EnvOptions) else (config or {}).get("num_envs")
+    opts = env_options(name, config)
     if num_envs is not None:
-        if name != "LWMECPSEnv3":
+        if name not in VECTOR_ENTRY_POINTS:
             raise ValueError(
-                f"gym_env_vectorize_mode='vector_entry_point' is only available for LWMECPSEnv3, "
-                f"not {name}; use gym_env_vectorize_mode='sync'")
-        from lwmecps_rllib.envs.vector import LWMECPSEnv3Vector
-
-        return LWMECPSEnv3Vector(num_envs=int(num_envs), **cfg)
-    return cls(**cfg)
-
-
-def _env3_spec(config: dict[str, Any] | None) -> ClusterSpec:
-    """The compiled cluster of LWMECPSEnv3 built from `config` (RLlib's `env_config`)."""
-    from lwmecps_rllib.envs.lwmecps_env3 import env3_spec
-    from lwmecps_rllib.scenarios import load_scenario
-
-    return env3_spec(load_scenario((config or {}).get("scenario", "testbed-4bs")))
+                f"gym_env_vectorize_mode='vector_entry_point' is only available for "
+                f"{sorted(VECTOR_ENTRY_POINTS)}, not {name}; use gym_env_vectorize_mode='sync'")
+        module, vec = VECTOR_ENTRY_POINTS[name].split(":")
+        return getattr(importlib.import_module(module), vec)(num_envs=int(num_envs),
+                                                             options=opts)
+    return cls(opts)
 
 
-def head_views(name: str, config: dict[str, Any] | None = None) -> list[list[int]] | None:
+def head_views(name: str, config: dict[str, Any] | EnvOptions | None = None
+               ) -> list[list[int]] | None:
     """Per action head, the box-observation indices that describe it, or None.
 
     LWMECPSEnv3 has one head per deployment (see
-    :func:`lwmecps_rllib.envs.lwmecps_env3.env3_head_views`); the placement envs and
-    any other env have no such views.
+    :func:`lwmecps_rllib.envs.lwmecps_env3.env3_head_views`); the placement envs have
+    no such views.
     """
-    if name != "LWMECPSEnv3":
-        return None
-    from lwmecps_rllib.envs.lwmecps_env3 import env3_head_views
-
-    return env3_head_views(_env3_spec(config))
+    return env_class(name).head_views(env_options(name, config))
 
 
-def action_costs(name: str, config: dict[str, Any] | None = None,
+def action_costs(name: str, config: dict[str, Any] | EnvOptions | None = None,
                  limit: int = 4096) -> list[float] | None:
     """Per joint action, the part of the step's cost the action alone fixes, or None.
 
@@ -85,15 +91,7 @@ def action_costs(name: str, config: dict[str, Any] | None = None,
     when there are more than `limit` joint actions, and when some joint action does not
     fit the nodes.
     """
-    if name != "LWMECPSEnv3":
-        return None
-    from lwmecps_rllib.envs.lwmecps_env3 import env3_action_costs
-
-    spec = _env3_spec(config)
-    if (spec.max_pods + 1) ** spec.n_deployments > limit:
-        return None
-    costs = env3_action_costs(spec)
-    return None if costs is None else costs.tolist()
+    return env_class(name).action_costs(env_options(name, config), limit)
 
 
 def register_rllib_envs() -> None:

@@ -10,9 +10,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lwmecps_rllib.cluster import core, kernels
-from lwmecps_rllib.envs.base import augmented_trace, check_augmentation, check_choice
-from lwmecps_rllib.envs.lwmecps_env3 import env3_box_obs, env3_box_space, env3_spec
-from lwmecps_rllib.scenarios import Scenario, load_scenario
+from lwmecps_rllib.envs.base import replay_trace
+from lwmecps_rllib.envs.lwmecps_env3 import env3_encode, env3_layout, env3_spec
+from lwmecps_rllib.scenarios import load_scenario
+from lwmecps_rllib.spec import EnvOptions, check_choice
 
 INFO_COLUMNS = {"latency": kernels.M_LATENCY, "latency_term_ms": kernels.M_LATENCY_TERM,
                 "pod_count": kernels.M_PODS, "resource_usage": kernels.M_USAGE,
@@ -32,40 +33,33 @@ class LWMECPSEnv3Vector(VectorEnv):
 
     Args:
         num_envs: Number of clusters.
-        scenario: Scenario name, path or object.
-        trace: Trace name.
-        episode_length: Override of the scenario's episode length.
-        obs_format: Only `"box"` is batched.
-        backend: Only `"sim"`.
-        render_mode: Not supported (None).
-        shuffle_stations: Replay the day with the stations' user columns reordered
-            (see :class:`LWMECPSEnv3`).
-        load_jitter: Replay copies of the day with each station's users scaled (see
-            :class:`LWMECPSEnv3`).
+        options: Env options (:class:`~lwmecps_rllib.spec.EnvOptions`), or their fields
+            as keyword arguments. Only the simulator and the `box` form are batched.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int = 1, scenario: str | Scenario = "testbed-4bs",
-                 trace: str = "a", episode_length: int | None = None, obs_format: str = "box",
-                 backend: str = "sim", render_mode: str | None = None,
-                 shuffle_stations: bool = False, load_jitter: float = 0.0) -> None:
+    def __init__(self, num_envs: int = 1, options: EnvOptions | None = None,
+                 **fields: Any) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        check_choice("obs_format", obs_format, ("box",))
-        check_choice("backend", backend, ("sim",))
-        if render_mode is not None:
-            raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
-        self.scenario = load_scenario(scenario)
-        self.trace = self.scenario.trace(trace)
-        if check_augmentation(shuffle_stations, load_jitter, backend):
-            self.trace = augmented_trace(self.trace, shuffle_stations, float(load_jitter))
+        opts = EnvOptions.parse(options).replace(**fields) if fields else EnvOptions.parse(
+            options)
+        check_choice("obs_format", opts.obs_format or "box", ("box",))
+        check_choice("backend", opts.backend, ("sim",))
+        if opts.render_mode is not None:
+            raise ValueError(f"render_mode must be None for the batched env, "
+                             f"got {opts.render_mode!r}")
+        self.options = opts.replace(obs_format="box")
+        self.scenario = load_scenario(opts.scenario)
+        self.trace = replay_trace(self.scenario, opts)
         self.num_envs = num_envs
-        self.episode_length = episode_length or self.scenario.episode_length
+        self.episode_length = opts.episode_length or self.scenario.episode_length
         self.spec_ = env3_spec(self.scenario)
-        self.single_observation_space = env3_box_space(self.spec_)
+        self.layout = env3_layout(self.spec_)
+        self.single_observation_space = self.layout.space()
         self.single_action_space = spaces.MultiDiscrete(
-            [self.scenario.max_replicas + 1] * self.spec_.n_deployments)
+            [self.spec_.max_pods + 1] * self.spec_.n_deployments)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = None
@@ -104,7 +98,7 @@ class LWMECPSEnv3Vector(VectorEnv):
                                              n_slots=1)
         self.steps[:] = 0
         self._autoreset[:] = False
-        return env3_box_obs(self.spec_, self.state, self.last), {}
+        return env3_encode(self.spec_, self.layout, self.state, self.last), {}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                  dict[str, Any]]:
@@ -146,7 +140,7 @@ class LWMECPSEnv3Vector(VectorEnv):
         self.state, self.last = state, m
         self._autoreset = terminated | truncated
         infos = self._infos(metrics, valid, reset_rows)
-        obs = env3_box_obs(spec, state, m)
+        obs = env3_encode(spec, self.layout, state, m)
         return obs, reward.astype(np.float64), terminated, truncated, infos
 
     def _infos(self, metrics: np.ndarray, valid: np.ndarray,

@@ -1,0 +1,82 @@
+"""Running one policy over a whole day of a trace: the loop every comparison uses.
+
+A policy reads the env's public :class:`~lwmecps_rllib.cluster.view.ClusterView`;
+this module sits below the baselines (which tune themselves with it) and `evaluate`
+(which compares them).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from lwmecps_rllib.envs.registration import make_env
+from lwmecps_rllib.scenarios import Scenario, load_scenario
+from lwmecps_rllib.spec import EnvOptions
+
+
+def day_scenario(scenario: str | Scenario, steps: int | None = None) -> Scenario:
+    """The scenario as one episode over the whole day (or `steps` steps), never terminated."""
+    sc = load_scenario(scenario)
+    n = steps or sc.n_slots // sc.slots_per_step
+    return sc.replace(episode_length=n, termination_reward=None)
+
+
+def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
+               steps: int | None = None, start_slot: int = 0) -> dict[str, Any]:
+    """One policy over the day of `options.trace` from `start_slot`; summary and series.
+
+    Args:
+        env_name: Env name.
+        options: The env's options (scenario, trace, backend ...); the scenario is run
+            as one episode over the day.
+        policy: What acts (`reset(view, seed)`, `act(view, obs)`).
+        seed: Seed of the env (and the policy).
+        steps: Limit the run to N steps.
+        start_slot: Slot of the trace to start at.
+
+    Returns:
+        A dict with `mean_reward` (per step), `mean_latency_ms` (over successful
+        requests), `p95_latency_ms` (95th percentile of the steps' mean latency),
+        `failed_requests`, `mean_pods`, `steps`, `wall_s` and `series` (per step
+        `reward`, `latency`, `pods`).
+    """
+    sc = day_scenario(options.scenario, steps)
+    env = make_env(env_name, options.replace(scenario=sc))
+    u = env.unwrapped
+    policy.reset(u.cluster_view(), seed)  # before the env touches a cluster: it may refuse
+    obs, _ = env.reset(seed=seed, options={"start_slot": start_slot})
+    n = sc.episode_length
+    reward = np.zeros(n)
+    latency = np.zeros(n)
+    pods = np.zeros(n)
+    ok = lat_sum = failed = 0.0
+    t0 = time.perf_counter()
+    for i in range(n):
+        obs, r, terminated, truncated, info = env.step(policy.act(u.cluster_view(), obs))
+        reward[i] = r
+        latency[i] = info["latency"]
+        pods[i] = info["pod_count"]
+        good = info["requests"] - info["failed_requests"]
+        ok += good
+        lat_sum += info["latency"] * good
+        failed += info["failed_requests"]
+        if terminated or truncated:
+            reward, latency, pods = reward[: i + 1], latency[: i + 1], pods[: i + 1]
+            break
+    wall = time.perf_counter() - t0
+    env.close()
+    served = latency[latency > 0]
+    return {
+        "policy": policy.name,
+        "mean_reward": float(reward.mean()),
+        "mean_latency_ms": float(lat_sum / ok) if ok else 0.0,
+        "p95_latency_ms": float(np.percentile(served, 95)) if served.size else 0.0,
+        "failed_requests": int(failed),
+        "mean_pods": float(pods.mean()),
+        "steps": len(reward),
+        "wall_s": round(wall, 3),
+        "series": {"reward": reward.tolist(), "latency": latency.tolist(), "pods": pods.tolist()},
+    }

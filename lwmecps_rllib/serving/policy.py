@@ -1,0 +1,259 @@
+"""A trained checkpoint answering placement requests, with no Serve needed.
+
+    policy = PlacementPolicy.load("production")               # from the model registry
+    policy.decide([PlacementRequest(**body)])
+
+A request is encoded by building the cluster core's state and measurement from it and
+calling the env's own box encoder (`LWMECPSEnv3.encode_box`, ...), so serving sees
+exactly what the env's observation layout defines; a request may override the nodes'
+capacity and usage and the time of day.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lwmecps_rllib.cluster.core import ClusterState, Measurement
+from lwmecps_rllib.envs.lwmecps_env import placement_capacity
+from lwmecps_rllib.envs.names import ENV_NAMES
+from lwmecps_rllib.envs.registration import env_class, env_options
+from lwmecps_rllib.scenarios import load_scenario
+from lwmecps_rllib.serving.schema import (
+    DAY_S,
+    Decision,
+    PlacementRequest,
+    PlacementResponse,
+    RequestError,
+    Resources,
+)
+
+
+def _users(req: PlacementRequest, stations: list[str]) -> np.ndarray:
+    """(S,) users per station, in the model's station order (errors name the station)."""
+    unknown = sorted(set(req.users) - set(stations))
+    if unknown:
+        raise RequestError(f"users.{unknown[0]}", f"unknown station; the model knows {stations}")
+    missing = [s for s in stations if s not in req.users]
+    if missing:
+        raise RequestError("users", f"missing station {missing[0]!r}; give all of {stations}")
+    out = np.empty(len(stations))
+    for i, s in enumerate(stations):
+        v = req.users[s]
+        if v < 0:
+            raise RequestError(f"users.{s}", f"must be >= 0, got {v}")
+        out[i] = v
+    return out
+
+
+def _index(items: list[Any], names: list[str], what: str) -> list[int]:
+    """Position in `names` of each item's name; errors name the item."""
+    if len(items) != len(names):
+        raise RequestError(what, f"the model was trained for {len(names)} {what}, "
+                                 f"got {len(items)}")
+    pos = {n: i for i, n in enumerate(names)}
+    seen: set[str] = set()
+    out = []
+    for k, item in enumerate(items):
+        if item.name not in pos:
+            raise RequestError(f"{what}[{k}].name", f"unknown {what[:-1]} {item.name!r}; "
+                                                    f"the model knows {names}")
+        if item.name in seen:
+            raise RequestError(f"{what}[{k}].name", f"duplicate {what[:-1]} {item.name!r}")
+        seen.add(item.name)
+        out.append(pos[item.name])
+    return out
+
+
+class PlacementPolicy:
+    """A trained checkpoint answering placement requests (no Serve needed).
+
+    Args:
+        module: The trained RLModule.
+        env: Env it was trained on (`LWMECPSEnv3`, `LWMECPSEnv`, `LWMECPSEnv2`).
+        scenario: Scenario name or path (node, deployment and station names, scales).
+        model_id: Id reported with every decision.
+        info: What `GET /v1/model` shows.
+    """
+
+    def __init__(self, module: Any, env: str, scenario: str, model_id: str,
+                 info: dict[str, Any] | None = None) -> None:
+        if env not in ENV_NAMES:
+            raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env!r}")
+        self.module = module
+        self.env_name = env
+        self.model_id = model_id
+        self.info = {"model_id": model_id, "env": env, "scenario": scenario, **(info or {})}
+        self.env_cls = env_class(env)
+        self.sc = load_scenario(scenario)
+        self.spec = self.env_cls.build_spec(self.sc, env_options(env, {"scenario": scenario}))
+        self.layout = self.env_cls.box_layout(self.spec)
+        self.obs_dim = self.layout.size
+        self.pinned = self.env_cls.action_kind == "replicas"
+        self.node_names = list(self.sc.node_names)
+        self.dep_names = list(self.sc.deployment_names[: self.spec.n_deployments])
+        self.stations = [s.name for s in self.sc.stations]
+        self._cap = placement_capacity(self.spec)
+        self._cap_max = self._cap.max(axis=0)
+        probe = np.zeros((1, self.obs_dim), np.float32)
+        try:
+            self.actions(probe)
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint {model_id!r} does not take {env} observations of "
+                             f"scenario {scenario!r} ({self.obs_dim} values): {exc}") from exc
+
+    # -- loading
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, env: str = "LWMECPSEnv3",
+                        scenario: str = "testbed-4bs", model_id: str | None = None,
+                        info: dict[str, Any] | None = None) -> PlacementPolicy:
+        """A policy from an algorithm (or module) checkpoint folder."""
+        from lwmecps_rllib.algorithms.inference import load_module
+
+        module = load_module(path)
+        return cls(module, env, scenario, model_id or f"checkpoint:{Path(path).name}",
+                   {"checkpoint": str(path), **(info or {})})
+
+    @classmethod
+    def load(cls, model: str, registry: str | Path | None = None, env: str | None = None,
+             scenario: str | None = None) -> PlacementPolicy:
+        """A checkpoint path, or a registry model id or stage (`production`, `candidate`).
+
+        Raises:
+            ValueError: when neither resolves (the message says what was tried).
+        """
+        from lwmecps_rllib.model_registry import ModelRegistry, RegistryError
+
+        if Path(model).is_dir():
+            return cls.from_checkpoint(model, env or "LWMECPSEnv3", scenario or "testbed-4bs")
+        reg = ModelRegistry(registry)
+        try:
+            rec = reg.get(model)
+            path = reg.checkpoint_path(rec.id)
+        except RegistryError as exc:
+            raise ValueError(f"model {model!r} is neither a checkpoint folder nor usable in "
+                             f"the registry: {exc}") from exc
+        info = {"algorithm": rec.algorithm, "stage": rec.stage, "metrics": rec.metrics,
+                "config": rec.config, "created_at": rec.created_at}
+        return cls.from_checkpoint(path, rec.env, rec.scenario, rec.id, info)
+
+    # -- encoding
+
+    def _capacity(self, req: PlacementRequest, node_pos: list[int]) -> np.ndarray:
+        """(N, 6) node capacity: the scenario's, with the request's overrides."""
+        cap = self._cap.copy()
+        for k, node in enumerate(req.nodes):
+            for j, field in enumerate(Resources.model_fields):
+                v = getattr(node.capacity, field)
+                if v is not None:
+                    if v <= 0:
+                        raise RequestError(f"nodes[{k}].capacity.{field}", f"must be > 0, got {v}")
+                    cap[node_pos[k], j] = v
+        return cap
+
+    def encode(self, req: PlacementRequest) -> np.ndarray:
+        """The env's flat observation for a request (raises RequestError naming the field)."""
+        node_pos = _index(req.nodes, self.node_names, "nodes")
+        dep_pos = _index(req.deployments, self.dep_names, "deployments")
+        users = _users(req, self.stations)
+        cap = self._capacity(req, node_pos)
+        n, d = len(self.node_names), len(self.dep_names)
+        latency = np.zeros(n)
+        for k, node in enumerate(req.nodes):
+            latency[node_pos[k]] = node.avg_latency_ms
+        m = Measurement.from_parts(0.0, 0.0, 0.0, latency[None], np.ones((1, n)), users[None])
+        replicas, ready = np.zeros(d, np.int64), np.zeros(d, np.int64)
+        nodes = self.spec.home_node.copy()
+        for k, dep in enumerate(req.deployments):
+            i = dep_pos[k]
+            replicas[i] = dep.replicas
+            ready[i] = dep.replicas if dep.ready_replicas is None else dep.ready_replicas
+            if ready[i] > dep.replicas:
+                raise RequestError(f"deployments[{k}].ready_replicas",
+                                   f"must be <= replicas ({dep.replicas}), got {ready[i]}")
+            if self.pinned and dep.node is not None:
+                raise RequestError(f"deployments[{k}].node",
+                                   "LWMECPSEnv3 deployments are pinned; leave node out")
+            if not self.pinned:
+                if dep.node is None:
+                    raise RequestError(f"deployments[{k}].node", "required: the node it runs on")
+                if dep.node not in self.node_names:
+                    raise RequestError(f"deployments[{k}].node",
+                                       f"unknown node {dep.node!r}; the model knows "
+                                       f"{self.node_names}")
+                nodes[i] = self.node_names.index(dep.node)
+        state = ClusterState.from_counts(np.zeros(1), replicas[None], ready[None], nodes[None],
+                                         self.spec.max_pods)
+        if self.pinned:
+            phase = np.array([2.0 * math.pi * req.time_of_day_s / DAY_S])
+            cap_norm = np.minimum(cap[:, :4] / self._cap_max[:4], 1.0)
+            return self.env_cls.encode_box(self.spec, state, m, cap_norm=cap_norm,
+                                           phase=phase)[0]
+        used = np.full((1, n, len(Resources.model_fields)), np.nan)
+        for k, node in enumerate(req.nodes):
+            if node.usage is not None:
+                for j, field in enumerate(Resources.model_fields):
+                    v = getattr(node.usage, field)
+                    if v is not None:
+                        used[0, node_pos[k], j] = v
+        return self.env_cls.encode_box(self.spec, state, m, capacity=cap, used=used)[0]
+
+    # -- deciding
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy actions (B, D) for flat observations (B, obs_dim)."""
+        from lwmecps_rllib.algorithms.inference import greedy_actions
+
+        a = np.asarray(greedy_actions(self.module, obs))
+        return a.reshape(len(obs), -1)
+
+    def to_decisions(self, action: np.ndarray) -> list[Decision]:
+        """The decision per deployment for one action."""
+        if self.pinned:
+            return [Decision(deployment=name, replicas=int(a))
+                    for name, a in zip(self.dep_names, action, strict=True)]
+        return [Decision(deployment=name, node=self.node_names[int(a)])
+                for name, a in zip(self.dep_names, action, strict=True)]
+
+    def decide(self, requests: list[PlacementRequest]) -> list[PlacementResponse]:
+        """Decisions for many clusters in one forward pass."""
+        t0 = time.perf_counter()
+        obs = np.stack([self.encode(r) for r in requests])
+        acts = self.actions(obs)
+        ms = (time.perf_counter() - t0) * 1e3
+        return [PlacementResponse(decisions=self.to_decisions(a), model_id=self.model_id,
+                                  env=self.env_name, decision_time_ms=ms) for a in acts]
+
+
+def request_from_env(env: Any) -> dict[str, Any]:
+    """The request body describing an env's current cluster (what a client would send).
+
+    Built from the env's public :meth:`cluster_view`; the policy encodes it to exactly
+    the env's own observation, which is what the tests and the load benchmark use it for.
+    """
+    view = env.unwrapped.cluster_view()
+    spec, sc = view.spec, view.scenario
+    node_lat = view.last.node_avg_latency_ms[0]
+    nodes = []
+    for i, node in enumerate(sc.nodes):
+        nodes.append({"name": node.name, "avg_latency_ms": float(node_lat[i]),
+                      "capacity": {"cpu": node.cpu, "ram_mb": node.ram_mb,
+                                   "tx_mbps": node.tx_mbps, "rx_mbps": node.rx_mbps}})
+    deps = []
+    ready = view.ready
+    for d in range(spec.n_deployments):
+        item: dict[str, Any] = {"name": sc.deployment_names[d],
+                                "replicas": int(view.replicas[d])}
+        if spec.pinned:
+            item["ready_replicas"] = int(ready[d])
+        else:
+            item["node"] = sc.node_names[int(view.state.node_of[0, d])]
+        deps.append(item)
+    users = {s.name: float(view.users[i]) for i, s in enumerate(sc.stations)}
+    return {"nodes": nodes, "deployments": deps, "users": users,
+            "time_of_day_s": float((view.slot % sc.n_slots) * sc.slot_s)}

@@ -1,0 +1,186 @@
+"""The run spec: one checked object for an env's options, one for a training's resources
+and budget, passed whole from the command lines and sweep files to the envs and RLlib.
+
+    options = EnvOptions(scenario="testbed-4bs-peak", shuffle_stations=True, load_jitter=0.2)
+    training = TrainingSpec(algorithm="ppo", params={"learning_rate": 3e-4},
+                            budget=Budget(env_steps=1_000_000))
+    algo, history = train(training, "LWMECPSEnv3", options)
+
+Both are frozen pydantic models: bad values fail on construction (or in
+:meth:`~lwmecps_rllib.validation.Spec.parse`) with a message naming the field and what
+is allowed. The checks that involve both (a real cluster is one cluster) are in
+:func:`check_run`, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from lwmecps_rllib.backends.config import KubernetesConfig
+from lwmecps_rllib.scenarios import Scenario
+from lwmecps_rllib.validation import Spec
+
+OBS_FORMATS = ("dict", "box")
+RENDER_MODES = ("ansi",)
+BACKENDS = ("sim", "k8s")
+
+
+def check_choice(field: str, value: Any, allowed: tuple[str, ...] | list[str]) -> Any:
+    """`value` when it is one of `allowed`; else ValueError naming `field`."""
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+class EnvOptions(Spec):
+    """What an env is built from (every env takes these as keyword arguments too).
+
+    The same fields are RLlib's `env_config` (:meth:`to_env_config`) and the env part
+    of a sweep file or a training task.
+    """
+
+    scenario: str | Scenario = "testbed-4bs"
+    """Shipped scenario name, a scenario YAML path, or a `Scenario`."""
+    trace: str = "a"
+    """Trace replayed: `a` (training day) or `b` (evaluation day) for the shipped ones."""
+    episode_length: int | None = Field(None, ge=1)
+    """Steps per episode (default: the scenario's)."""
+    obs_format: str | None = None
+    """`"dict"` or `"box"` (default: the env's own; `box` through RLlib)."""
+    render_mode: str | None = None
+    """None or `"ansi"`."""
+    backend: Any = "sim"
+    """`"sim"`, `"k8s"`, a backend object, or a factory `(spec, trace) -> backend`."""
+    backend_config: KubernetesConfig | None = None
+    """The Kubernetes backend's settings (`backend="k8s"` only)."""
+    shuffle_stations: bool = False
+    """Training augmentation: replay the day with the stations' user columns reordered."""
+    load_jitter: float = 0.0
+    """Training augmentation, j in [0, 1): copies of the day with each station's users
+    scaled by its own factor in [1 - j, 1 / (1 - j)]."""
+    n_deployments: int | None = Field(None, ge=1)
+    """LWMECPSEnv2: deployments to place (default: one per station)."""
+
+    @field_validator("obs_format")
+    @classmethod
+    def _obs_format(cls, v: str | None) -> str | None:
+        return None if v is None else check_choice("obs_format", v, OBS_FORMATS)
+
+    @field_validator("render_mode")
+    @classmethod
+    def _render_mode(cls, v: str | None) -> str | None:
+        return None if v is None else check_choice("render_mode", v, RENDER_MODES)
+
+    @field_validator("load_jitter", mode="before")
+    @classmethod
+    def _load_jitter(cls, v: Any) -> float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not ok or not 0.0 <= v < 1.0:
+            raise ValueError(f"load_jitter must be a number in [0, 1), got {v!r}")
+        return float(v)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return check_choice("backend", v, BACKENDS)
+        if not callable(v) and not all(hasattr(v, a) for a in ("reset", "apply", "advance")):
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, a backend or a "
+                             f"factory, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _backend_only(self) -> EnvOptions:
+        if self.augmented and self.backend != "sim":
+            raise ValueError(f"shuffle_stations and load_jitter need backend='sim' (they "
+                             f"change the replayed trace), got backend={self.backend!r}")
+        if self.backend_config is not None and self.backend != "k8s":
+            raise ValueError("backend_config is only used with backend='k8s'")
+        return self
+
+    @property
+    def augmented(self) -> bool:
+        """Whether the replayed day is augmented (`shuffle_stations` or `load_jitter`)."""
+        return self.shuffle_stations or self.load_jitter > 0
+
+    @property
+    def scenario_name(self) -> str:
+        """The scenario's name (or path) as given."""
+        return getattr(self.scenario, "name", self.scenario)
+
+    def to_env_config(self) -> dict[str, Any]:
+        """RLlib's `env_config`: the fields that differ from their defaults."""
+        out: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name in ("scenario", "trace", "backend") or value != field.get_default(
+                    call_default_factory=True):
+                out[name] = value.to_dict() if isinstance(value, KubernetesConfig) else value
+        return out
+
+
+class Resources(Spec):
+    """What one training uses."""
+
+    error_prefix: ClassVar[str] = "resources"
+
+    num_envs: int | None = Field(None, ge=1)
+    """Envs per env runner (default: 16 batched for LWMECPSEnv3 on the simulator, else 4;
+    1 on a real cluster)."""
+    cpus: float = Field(1.0, gt=0)
+    """CPUs reserved for the training's main process (what Tune reserves per trial)."""
+    torch_threads: int | None = Field(1, ge=1)
+    """Torch intra-op threads of the training process (None: torch's default, one per
+    core). The networks are small: one thread trains faster on 2 cores."""
+
+
+class Budget(Spec):
+    """When a training stops (the first bound reached)."""
+
+    error_prefix: ClassVar[str] = "budget"
+
+    iterations: int | None = Field(None, ge=1)
+    """Training iterations (default 20 when neither other bound is set)."""
+    env_steps: int | None = Field(None, ge=1)
+    """Env steps sampled."""
+    episodes: int | None = Field(None, ge=1)
+    """Episodes finished."""
+
+    @property
+    def max_iterations(self) -> int:
+        """The iteration bound: as given, else unbounded under another bound, else 20."""
+        if self.iterations is not None:
+            return self.iterations
+        return 10**9 if (self.env_steps or self.episodes) else 20
+
+
+class TrainingSpec(Spec):
+    """What to train and with what: algorithm, hyper-parameters, seed, resources, budget."""
+
+    algorithm: str = "ppo"
+    """Registered algorithm name or alias (`ppo`, `dqn`, `qlearning`, `lwmecps-ppo`, ...)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Hyper-parameters for `config.training(...)` (`learning_rate`, `discount_factor`,
+    `epsilon`, or RLlib's names)."""
+    model: dict[str, Any] = Field(default_factory=dict)
+    """`model_config` overrides (e.g. `{"hidden": [256, 256]}`)."""
+    seed: int = 0
+    """Seed of the env runners and learners."""
+    resources: Resources = Field(default_factory=Resources)
+    """Envs, CPUs, torch threads."""
+    budget: Budget = Field(default_factory=Budget)
+    """When to stop."""
+
+
+def check_run(options: EnvOptions, training: TrainingSpec) -> None:
+    """The checks that involve the env and the training together.
+
+    Raises:
+        ValueError: more than one env per runner on a real cluster (it is one cluster).
+    """
+    n = training.resources.num_envs
+    if options.backend == "k8s" and n not in (None, 1):
+        raise ValueError(f"resources.num_envs must be 1 with backend='k8s' (one cluster), "
+                         f"got {n}")

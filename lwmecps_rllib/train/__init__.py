@@ -1,0 +1,114 @@
+"""Training an algorithm on an env: the loop, atomic checkpoints, the evaluation on trace B.
+
+The command line is `python -m lwmecps_rllib.train` (:mod:`lwmecps_rllib.train.__main__`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+
+from lwmecps_rllib import atomic
+from lwmecps_rllib.algorithms import build_config, canonical_name
+from lwmecps_rllib.algorithms.common import flat_metrics
+from lwmecps_rllib.algorithms.inference import TrainedPolicy, load_module
+from lwmecps_rllib.spec import EnvOptions, TrainingSpec
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Start (or connect to) Ray once.
+
+    `address` (`auto`, `ray://host:10001`) or `$RAY_ADDRESS` (set inside Ray Jobs) joins
+    that cluster; otherwise a new local Ray starts (never a stray `ray start` head found
+    on the machine).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # A private local instance: no token needed (Ray 2.60 would otherwise turn on
+        # token auth when ~/.ray/auth_token exists).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+
+
+def save_atomic(algo: Algorithm, path: str | Path) -> Path:
+    """Checkpoint `algo` to `path` atomically (:func:`lwmecps_rllib.atomic.folder`).
+
+    A crash mid-save leaves the previous checkpoint (if any) intact.
+    """
+    return atomic.write_folder(path, lambda tmp: algo.save_to_path(str(tmp)))
+
+
+def train(training: TrainingSpec, env: str = "LWMECPSEnv3", options: EnvOptions | None = None,
+          on_iteration: Callable[[int, dict[str, float]], None] | None = None
+          ) -> tuple[Algorithm, list[dict[str, float]]]:
+    """Build the spec's algorithm on `env` and train it until its budget is spent.
+
+    Args:
+        training: Algorithm, hyper-parameters, seed, resources (torch threads of this
+            process, where the env runner and the learner run) and budget (iterations,
+            env steps, episodes: the first reached stops).
+        env: Env name.
+        options: The env's options (its trace is the training day, `a` by default).
+        on_iteration: Called with (iteration, metrics) after each iteration.
+
+    Returns:
+        The trained algorithm and the per-iteration metrics (fixed names, see
+        :func:`lwmecps_rllib.algorithms.metrics.flat_metrics`, plus `time/...`).
+    """
+    threads = training.resources.torch_threads
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = build_config(training, env, options)
+    ensure_ray()
+    algo = config.build_algo()
+    budget = training.budget
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for i in range(budget.max_iterations):
+        t1 = time.perf_counter()
+        result = algo.train()
+        m = flat_metrics(result)
+        steps = m["env/env_steps_lifetime"] - (history[-1]["env/env_steps_lifetime"]
+                                               if history else 0.0)
+        m["time/iteration_s"] = time.perf_counter() - t1
+        m["time/total_s"] = time.perf_counter() - t0
+        m["time/env_steps_per_s"] = steps / max(m["time/iteration_s"], 1e-9)
+        m["training_iteration"] = float(i + 1)
+        history.append(m)
+        if on_iteration:
+            on_iteration(i + 1, m)
+        if budget.env_steps is not None and m["env/env_steps_lifetime"] >= budget.env_steps:
+            break
+        if budget.episodes is not None and m["env/episodes_lifetime"] >= budget.episodes:
+            break
+    return algo, history
+
+
+def evaluate_checkpoint(checkpoint: str | Path, env: str, options: EnvOptions,
+                        baselines: list[str] | None = None, seed: int = 0,
+                        steps: int | None = None, name: str = "trained") -> dict[str, Any]:
+    """The checkpoint's greedy policy over the day of `options.trace`, beside baselines
+    and the oracle (default: every baseline of the env)."""
+    from lwmecps_rllib.baselines import policies_for
+    from lwmecps_rllib.evaluate import evaluate
+
+    policy = TrainedPolicy(load_module(checkpoint), name=name)
+    names = policies_for(env) if baselines is None else baselines
+    return evaluate(env, options, names, seed, steps, extra={name: policy})
+
+
+def algorithm_label(algo_name: str) -> str:
+    """A short label for tables (`ppo` for `lwmecps-ppo`)."""
+    return canonical_name(algo_name).removeprefix("lwmecps-")
