@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lwmecps_rllib.sweep import (
+from lwmecps_rllib.tune import (
     SweepConfig,
     SweepError,
     base_config,
@@ -112,6 +112,16 @@ def with_(path: str, value) -> dict:
     ("colour", "red", "unknown key 'colour'"),
     ("load_jitter", 1.0, "load_jitter must be a number in [0, 1)"),
     ("shuffle_stations", "yes", "shuffle_stations must be True or False"),
+    # Strict types: a bool is not an integer, a string or nan is not a number.
+    ("search.num_samples", True, "search.num_samples must be an integer >= 1, got True"),
+    ("seed", 1.5, "seed must be an integer, got 1.5"),
+    ("resources", {"cpu": "1"}, "resources.cpu must be a number > 0, got '1'"),
+    ("stop", {"time_s": float("nan")}, "stop.time_s must be a number > 0, got nan"),
+    ("evaluation.enabled", "no", "evaluation.enabled must be True or False, got 'no'"),
+    ("register", 1, "register must be True or False, got 1"),
+    ("search", 5, "search must be a mapping of ['algorithm', 'num_samples'"),
+    ("params", {1: 0.5}, "params keys must be strings, got 1"),
+    ("search_space.learning_rate", {"uniform": [True, 1]}, "must be [low, high] (numbers)"),
 ])
 def test_bad_sweeps_name_the_key(path, value, message):
     with pytest.raises(SweepError) as err:
@@ -130,6 +140,22 @@ def test_grid_and_model_based_search_constraints():
     d = with_("scheduler.max_t", 2)
     with pytest.raises(SweepError, match=r"scheduler\.max_t must be an integer >= grace_period"):
         sweep_from_dict(d)
+
+
+def test_to_dict_is_the_file_format():
+    cfg = load_sweep(Path(CONFIGS[0]).parent / "smoke.yaml")
+    d = cfg.to_dict()
+    assert list(d)[-1] == "register" and d["register"] is True
+    assert d["stop"] == {"training_iteration": 2}
+    assert type(d["stop"]["training_iteration"]) is int
+    assert sweep_from_dict(d) == cfg
+
+
+def test_command_line_overrides_are_checked(capsys):
+    from lwmecps_rllib import tune
+
+    assert tune.main(["--num-samples", "0"]) == 2
+    assert "search.num_samples must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_load_errors_name_the_file(tmp_path):
