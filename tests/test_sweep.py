@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lwmecps_rllib.sweep import (
+from lwmecps_rllib.tune import (
     SweepConfig,
     SweepError,
     base_config,
@@ -36,7 +36,8 @@ def test_shipped_sweeps_load(path):
 
 def test_sweep_trains_on_augmented_days_when_asked():
     cfg = load_sweep(Path(CONFIGS[0]).parent / "ppo.yaml")
-    assert (cfg.shuffle_stations, cfg.load_jitter) == (True, 0.2)
+    opts = cfg.env_options()  # from the file's preset
+    assert (opts.shuffle_stations, opts.load_jitter) == (True, 0.2)
     env_config = base_config(cfg).env_config
     assert env_config["shuffle_stations"] is True and env_config["load_jitter"] == 0.2
     assert "load_jitter" not in base_config(SweepConfig()).env_config
@@ -112,6 +113,16 @@ def with_(path: str, value) -> dict:
     ("colour", "red", "unknown key 'colour'"),
     ("load_jitter", 1.0, "load_jitter must be a number in [0, 1)"),
     ("shuffle_stations", "yes", "shuffle_stations must be True or False"),
+    # Strict types: a bool is not an integer, a string or nan is not a number.
+    ("search.num_samples", True, "search.num_samples must be an integer >= 1, got True"),
+    ("seed", 1.5, "seed must be an integer, got 1.5"),
+    ("resources", {"cpu": "1"}, "resources.cpu must be a number > 0, got '1'"),
+    ("stop", {"time_s": float("nan")}, "stop.time_s must be a number > 0, got nan"),
+    ("evaluation.enabled", "no", "evaluation.enabled must be True or False, got 'no'"),
+    ("register", 1, "register must be True or False, got 1"),
+    ("search", 5, "search must be a mapping of ['algorithm', 'num_samples'"),
+    ("params", {1: 0.5}, "params keys must be strings, got 1"),
+    ("search_space.learning_rate", {"uniform": [True, 1]}, "must be [low, high] (numbers)"),
 ])
 def test_bad_sweeps_name_the_key(path, value, message):
     with pytest.raises(SweepError) as err:
@@ -132,6 +143,22 @@ def test_grid_and_model_based_search_constraints():
         sweep_from_dict(d)
 
 
+def test_to_dict_is_the_file_format():
+    cfg = load_sweep(Path(CONFIGS[0]).parent / "smoke.yaml")
+    d = cfg.to_dict()
+    assert list(d)[-1] == "register" and d["register"] is True
+    assert d["stop"] == {"training_iteration": 2}
+    assert type(d["stop"]["training_iteration"]) is int
+    assert sweep_from_dict(d) == cfg
+
+
+def test_command_line_overrides_are_checked(capsys):
+    from lwmecps_rllib import tune
+
+    assert tune.main(["--num-samples", "0"]) == 2
+    assert "search.num_samples must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(SweepError, match="not found"):
         load_sweep(tmp_path / "none.yaml")
@@ -142,3 +169,20 @@ def test_load_errors_name_the_file(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(SweepError, match="not valid YAML"):
         load_sweep(bad)
+
+
+def test_a_preset_gives_the_recommended_settings_under_the_files() -> None:
+    from lwmecps_rllib.presets import recommended
+
+    cfg = load_sweep(Path(__file__).resolve().parents[1] / "tune_configs" / "ppo.yaml")
+    preset = recommended("ppo", "testbed-4bs-peak")
+    assert cfg.training().params == preset.params
+    opts = cfg.env_options()
+    assert opts.shuffle_stations is True and opts.load_jitter == preset.load_jitter == 0.2
+    own = sweep_from_dict({**cfg.to_dict(), "params": {"entropy_coeff": 0.01},
+                           "load_jitter": 0.0})
+    assert own.training().params["entropy_coeff"] == 0.01
+    assert own.training().params["minibatch_size"] == preset.params["minibatch_size"]
+    assert own.env_options().load_jitter == 0.0
+    with pytest.raises(SweepError, match="preset"):
+        sweep_from_dict({"preset": "fastest"})

@@ -17,7 +17,7 @@ import yaml
 from lwmecps_rllib.algorithms.inference import greedy_actions, load_module
 from lwmecps_rllib.envs import make_env
 from lwmecps_rllib.model_registry import ModelRegistry
-from lwmecps_rllib.sweep import SweepError, load_sweep, run_sweep
+from lwmecps_rllib.tune import SweepError, load_sweep, run_sweep
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,8 @@ Each run leaves `STORAGE/NAME/` with Tune's files (per trial `progress.csv`,
 `result.json`, TensorBoard events, checkpoints), W&B runs (offline unless an API key is
 configured), `sweep.yaml` and `summary.json`; the best checkpoint is evaluated on trace B
 and registered as a `candidate` in the model registry.
+
+Exit codes: 0 done, 2 bad input (the message names the key), 130 interrupted (resume it).
 """
 
 from __future__ import annotations
@@ -18,15 +20,9 @@ import sys
 from pathlib import Path
 
 from lwmecps_rllib.model_registry import RegistryError
-from lwmecps_rllib.sweep import (
-    SweepConfig,
-    SweepError,
-    SweepInterruptedError,
-    format_summary,
-    load_sweep,
-    run_sweep,
-    validate_sweep,
-)
+from lwmecps_rllib.tune.report import format_summary
+from lwmecps_rllib.tune.run import SweepInterruptedError, run_sweep
+from lwmecps_rllib.tune.schema import SweepConfig, SweepError, load_sweep, sweep_from_dict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,18 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_sweep(args: argparse.Namespace) -> SweepConfig:
+    """The sweep file (or the default sweep) with the command line's overrides, checked.
+
+    Raises:
+        SweepError: naming the bad key (an override is checked like the file's value).
+    """
+    cfg = load_sweep(args.config) if args.config else SweepConfig()
+    data = cfg.to_dict()
+    if args.name:
+        data["name"] = args.name
+    if args.num_samples is not None:
+        data["search"]["num_samples"] = args.num_samples
+    if args.no_register:
+        data["register"] = False
+    return cfg if data == cfg.to_dict() else sweep_from_dict(data)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+    """Parse, build the sweep, run it and print its summary.
+
+    Returns:
+        The exit code: 0 done, 2 bad input, 130 interrupted.
+    """
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_sweep(args.config) if args.config else SweepConfig()
-        if args.name:
-            cfg.name = args.name
-        if args.num_samples is not None:
-            cfg.search.num_samples = args.num_samples
-        if args.no_register:
-            cfg.register = False
-        validate_sweep(cfg)
+        cfg = build_sweep(args)
         summary = run_sweep(cfg, args.storage_path, resume=args.resume, address=args.address,
                             registry_path=args.registry, plot=args.plot)
     except SweepInterruptedError as exc:

@@ -1,0 +1,289 @@
+"""The sweep file: its keys as pydantic models, loading, and errors that name the key.
+
+A sweep file (YAML, see `tune_configs/`) names the algorithm, env and scenario, the
+search space, the search algorithm and scheduler, the stop criteria and the metric.
+Each key's type and range is checked here (types from :mod:`lwmecps_rllib.tune.fields`);
+names looked up elsewhere (algorithm, env, scenario, parameters, baselines) and checks
+across keys (grid against model-based search, ASHA's `max_t`, one trial at a time on a
+cluster) are in :mod:`lwmecps_rllib.tune.validate`. Every failure is a
+:class:`SweepError` naming the key by its dotted path, e.g.
+`search.num_samples must be an integer >= 1, got 0`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from lwmecps_rllib.spec import EnvOptions, TrainingSpec
+from lwmecps_rllib.tune.fields import (
+    Count,
+    Flag,
+    FolderName,
+    Int,
+    Jitter,
+    Mode,
+    Names,
+    NonNegativeInt,
+    NumberAboveOne,
+    OptionalCount,
+    OptionalInt,
+    PositiveNumber,
+    ResultKey,
+    Scheduler,
+    SearchAlgorithm,
+    SweepError,
+    Text,
+    Trace,
+    sweep_error,
+)
+from lwmecps_rllib.tune.validate import check_sweep
+
+#: Stop criteria: sweep-file name -> Tune result key.
+STOP_KEYS = {"training_iteration": "training_iteration",
+             "env_steps": "num_env_steps_sampled_lifetime",
+             "time_s": "time_total_s"}
+#: Resources per trial a sweep file may set.
+RESOURCE_KEYS = ("cpu",)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class SearchSettings(_Section):
+    """How trials are chosen."""
+
+    algorithm: SearchAlgorithm = "random"
+    """`random` (Tune's variant generator; `grid` entries are crossed), `grid` (every
+    entry must be `grid` or `choice`), `optuna` or `hyperopt` (Tune's integrations)."""
+    num_samples: Count = 4
+    """Trials to run (with `grid` entries: repeats of the whole grid)."""
+    max_concurrent_trials: OptionalCount = 2
+    """Trials running at once (None: as many as the CPUs allow)."""
+    seed: Int = 0
+    """Seed of the search algorithm."""
+
+
+class SchedulerSettings(_Section):
+    """Early stopping of bad trials."""
+
+    type: Scheduler = "asha"
+    """`asha` (asynchronous successive halving) or `fifo` (none)."""
+    grace_period: Count = 3
+    """ASHA: iterations every trial runs before it may be stopped."""
+    reduction_factor: NumberAboveOne = 2.0
+    """ASHA: one trial in this many goes on at each rung."""
+    max_t: OptionalInt = None
+    """ASHA: iterations of the longest trial (default: `stop.training_iteration`)."""
+
+
+class CheckpointSettings(_Section):
+    """Trial checkpoints (what failed trials and `--resume` restart from)."""
+
+    frequency: Count = 2
+    """Checkpoint every N iterations (and always at the end)."""
+    num_to_keep: Count = 2
+    """Checkpoints kept per trial."""
+
+
+class EvaluationSettings(_Section):
+    """The best trial's evaluation over a whole day."""
+
+    enabled: Flag = True
+    """Evaluate the best checkpoint at all."""
+    trace: Trace = "b"
+    """Trace to evaluate on (`a` or `b`)."""
+    steps: OptionalCount = None
+    """Limit to N steps (default: the whole day)."""
+    baselines: Names = None
+    """Baselines beside it (default: every baseline and the oracle of the env)."""
+
+
+class WandbSettings(_Section):
+    """Weights & Biases logging through Ray Tune's `WandbLoggerCallback`."""
+
+    enabled: Flag = True
+    """Log every trial to W&B (offline unless an API key is configured)."""
+    project: Text = "lwmecps-rllib"
+    """W&B project."""
+
+
+class SweepConfig(_Section):
+    """A sweep: what to train, what to search, when to stop, what to keep.
+
+    The defaults are the default sweep (`python -m lwmecps_rllib.tune` without
+    `--config`, also written out in `tune_configs/default.yaml`): PPO on LWMECPSEnv3 of
+    `testbed-4bs`, four trials over learning rate, discount and clip range, ASHA, 12
+    iterations of 2048 env steps each. Building one checks it (pydantic's
+    `ValidationError`); :func:`sweep_from_dict` and :func:`load_sweep` raise
+    :class:`SweepError` instead.
+    """
+
+    name: FolderName = "default"
+    """Sweep name: the folder under `storage_path`, the W&B group."""
+    algorithm: Text = "ppo"
+    """Registered algorithm name or alias."""
+    env: Text = "LWMECPSEnv3"
+    """Env name."""
+    scenario: Text = "testbed-4bs"
+    """Scenario name or YAML path (trained on trace A)."""
+    backend: Literal["sim", "k8s"] = "sim"
+    """Env backend: `sim` or `k8s` (a real cluster; one trial at a time)."""
+    backend_config: dict[str, Any] = Field(default_factory=dict)
+    """Kubernetes backend settings for `backend: k8s` (see `KubernetesConfig`)."""
+    seed: Int = 0
+    """Seed of every trial's env runners and learner."""
+    num_envs: OptionalCount = None
+    """Envs per env runner (default of the algorithm builder)."""
+    shuffle_stations: Flag = False
+    """Train on the day with the stations' user columns reordered per episode (`sim`)."""
+    load_jitter: Jitter = 0.0
+    """Train on copies of the day with each station's users scaled by a factor in
+    [1 - j, 1 / (1 - j)] (`sim`)."""
+    preset: Literal["recommended"] | None = None
+    """Start from the algorithm's recommended settings on the scenario
+    (`lwmecps_rllib.presets`): its parameters under `params`, and its training-day
+    augmentation unless `shuffle_stations` / `load_jitter` are given."""
+    params: dict[str, Any] = Field(default_factory=lambda: {"discount_factor": 0.9})
+    """Fixed hyper-parameters of every trial (over the preset's)."""
+    model: dict[str, Any] = Field(default_factory=dict)
+    """`model_config` overrides (e.g. `hidden: [64, 64]`)."""
+    search_space: dict[str, Any] = Field(default_factory=lambda: {
+        "learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
+        "discount_factor": {"choice": [0.9, 0.95]},
+        "epsilon": {"uniform": [0.1, 0.3]},
+    })
+    """Searched hyper-parameters: name -> {distribution: arguments} or a fixed value."""
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    """Search algorithm and trial count."""
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    """Trial scheduler."""
+    stop: dict[str, PositiveNumber] = Field(default_factory=lambda: {"training_iteration": 12})
+    """Stop criteria (any reached ends a trial): `training_iteration`, `env_steps`, `time_s`."""
+    resources: dict[str, PositiveNumber] = Field(default_factory=lambda: {"cpu": 1})
+    """Resources per trial: `cpu`."""
+    metric: ResultKey = "env_runners/episode_return_mean"
+    """Result key to optimise."""
+    mode: Mode = "max"
+    """`max` or `min`."""
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    """Trial checkpoints."""
+    max_failures: NonNegativeInt = 2
+    """Retries of a failed trial from its last checkpoint."""
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    """Evaluation of the best trial."""
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+    """W&B logging."""
+    # `register` would shadow ABCMeta.register on the model class.
+    register_model: Flag = Field(default=True, alias="register")
+    """`register` in the file: register the best checkpoint in the model registry."""
+
+    @field_validator("stop", "resources")
+    @classmethod
+    def _known_keys(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        allowed = list(STOP_KEYS if info.field_name == "stop" else RESOURCE_KEYS)
+        if not value and info.field_name == "stop":
+            raise SweepError(f"stop must name at least one of {allowed}")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise SweepError(f"unknown key {info.field_name}.{unknown[0]}; allowed: {allowed}")
+        return value
+
+    @model_validator(mode="after")
+    def _across_keys(self) -> SweepConfig:
+        check_sweep(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what the sweep file holds)."""
+        return self.model_dump(by_alias=True)
+
+    def _preset(self) -> Any:
+        from lwmecps_rllib.presets import get_preset
+
+        return None if self.preset is None else get_preset(self.preset, self.algorithm,
+                                                           self.scenario)
+
+    def env_options(self) -> EnvOptions:
+        """The env options of every trial (trace A, the sweep's backend and augmentation)."""
+        preset = self._preset()
+        given = self.model_fields_set
+        fields: dict[str, Any] = {"scenario": self.scenario, "trace": "a",
+                                  "backend": self.backend}
+        if self.backend == "k8s":
+            fields["backend_config"] = self.backend_config
+        for name in ("shuffle_stations", "load_jitter"):
+            fields[name] = (getattr(preset, name) if preset is not None and name not in given
+                            else getattr(self, name))
+        return EnvOptions.parse(fields)
+
+    def training(self) -> TrainingSpec:
+        """The training spec every trial starts from (its sampled parameters go on top)."""
+        preset = self._preset()
+        params = {**(preset.params if preset is not None else {}), **self.params}
+        return TrainingSpec.parse({
+            "algorithm": self.algorithm, "params": params, "model": self.model,
+            "seed": self.seed, "resources": {"num_envs": self.num_envs,
+                                            "cpus": float(self.resources.get("cpu", 1))}})
+
+    def evaluation_options(self) -> EnvOptions:
+        """The env options of the best trial's evaluation (the simulator, its trace)."""
+        return EnvOptions(scenario=self.scenario, trace=self.evaluation.trace)
+
+
+def sweep_from_dict(data: Any) -> SweepConfig:
+    """A checked :class:`SweepConfig` from plain data.
+
+    Args:
+        data: The sweep file's contents (a mapping of its keys).
+
+    Returns:
+        The sweep, every key checked.
+
+    Raises:
+        SweepError: naming the first unknown key or bad value.
+    """
+    if not isinstance(data, dict):
+        raise SweepError(f"a sweep file must be a mapping, got {type(data).__name__}")
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise sweep_error(exc, SweepConfig) from exc
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and check a sweep file.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The sweep, every key checked.
+
+    Raises:
+        SweepError: for a missing file, bad YAML or any bad key (named, after the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SweepError(f"sweep file {str(p)!r} not found")
+    with p.open() as fh:
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise SweepError(f"{p}: not valid YAML: {exc}") from exc
+    try:
+        return sweep_from_dict(data or {})
+    except SweepError as exc:
+        raise SweepError(f"{p}: {exc}") from exc
