@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -151,8 +152,10 @@ class ClusterEnv(gym.Env):
     default_obs_format: ClassVar[str] = "dict"
     #: Whether the env takes the `n_deployments` option.
     has_n_deployments: ClassVar[bool] = False
-    #: The native batched form (`"module:Class"`), registered as `vector_entry_point`.
-    vector_entry_point: ClassVar[str | None] = None
+    #: The layout of the flat (`box`) observation of a compiled cluster.
+    layout_of: ClassVar[Callable[[ClusterSpec], ObsLayout]]
+    #: `(spec, layout, state, measurement, **overrides) -> (B, size)` box observations.
+    encoder: ClassVar[Callable[..., np.ndarray]]
 
     def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
         opts = EnvOptions.parse(options).replace(**fields) if fields else EnvOptions.parse(
@@ -186,7 +189,14 @@ class ClusterEnv(gym.Env):
     @classmethod
     def box_layout(cls, spec: ClusterSpec) -> ObsLayout:
         """The layout of the flat (`box`) observation."""
-        raise NotImplementedError
+        return cls.layout_of(spec)
+
+    @classmethod
+    def encode_box(cls, spec: ClusterSpec, state: ClusterState, m: Measurement,
+                   **overrides: Any) -> np.ndarray:
+        """(B, size) box observations of B clusters; `overrides` are the encoder's (e.g.
+        capacity or time of day given by a request instead of the scenario's)."""
+        return cls.encoder(spec, cls.layout_of(spec), state, m, **overrides)
 
     @classmethod
     def head_views(cls, options: EnvOptions) -> list[list[int]] | None:

@@ -82,6 +82,8 @@ class PlacementEnv(ClusterEnv):
     """Shared logic of LWMECPSEnv and LWMECPSEnv2 (one pod per deployment, moved by the action)."""
 
     action_kind = "placement"
+    layout_of = staticmethod(placement_layout)
+    encoder = staticmethod(placement_encode)
 
     def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
         super().__init__(options, **fields)
@@ -109,17 +111,6 @@ class PlacementEnv(ClusterEnv):
                              f"got {d!r}")
         return ClusterSpec.build(scenario, station_deployment=np.arange(scenario.n_stations) % d,
                                  pinned=False, max_pods=1)
-
-    @classmethod
-    def box_layout(cls, spec: ClusterSpec) -> ObsLayout:
-        """See :func:`placement_layout`."""
-        return placement_layout(spec)
-
-    @classmethod
-    def encode_box(cls, spec: ClusterSpec, state: ClusterState, m: Measurement,
-                   **overrides: Any) -> np.ndarray:
-        """(B, size) box observations (see :func:`placement_encode` for the overrides)."""
-        return placement_encode(spec, placement_layout(spec), state, m, **overrides)
 
     def _nodes_from(self, action: Any) -> np.ndarray:
         a = np.asarray(action, dtype=np.int64).reshape(1, -1)

@@ -184,7 +184,8 @@ class LWMECPSEnv3(ClusterEnv):
     """
 
     action_kind = "replicas"
-    vector_entry_point = "lwmecps_rllib.envs.vector:LWMECPSEnv3Vector"
+    layout_of = staticmethod(env3_layout)
+    encoder = staticmethod(env3_encode)
 
     def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
         super().__init__(options, **fields)
@@ -203,17 +204,6 @@ class LWMECPSEnv3(ClusterEnv):
     def build_spec(cls, scenario: Scenario, options: EnvOptions) -> ClusterSpec:
         """One pinned deployment per station."""
         return env3_spec(scenario)
-
-    @classmethod
-    def box_layout(cls, spec: ClusterSpec) -> ObsLayout:
-        """See :func:`env3_layout`."""
-        return env3_layout(spec)
-
-    @classmethod
-    def encode_box(cls, spec: ClusterSpec, state: ClusterState, m: Measurement,
-                   **overrides: Any) -> np.ndarray:
-        """(B, size) box observations (see :func:`env3_encode` for the overrides)."""
-        return env3_encode(spec, env3_layout(spec), state, m, **overrides)
 
     @classmethod
     def head_views(cls, options: EnvOptions) -> list[list[int]]:

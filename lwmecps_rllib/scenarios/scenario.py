@@ -243,6 +243,15 @@ def validate(s: Scenario) -> None:
     Raises:
         ScenarioError: naming the first invalid field.
     """
+    _check_topology(s)
+    _check_server(s)
+    _check_knobs(s)
+    _check_network_and_traces(s)
+    _check_fit(s)
+
+
+def _check_topology(s: Scenario) -> None:
+    """Nodes and stations: present, uniquely named, positive capacities, known homes."""
     if not s.nodes:
         raise ScenarioError("field 'nodes' must list at least one node")
     if not s.stations:
@@ -264,6 +273,10 @@ def validate(s: Scenario) -> None:
             raise ScenarioError(
                 f"field 'stations[{i}].node' is {st.node!r}; allowed: {names}"
             )
+
+
+def _check_server(s: Scenario) -> None:
+    """The pod's requests and use, and the test application's throttling model."""
     for f in dataclasses.fields(PodSpec):
         _positive(f"pod.{f.name}", getattr(s.pod, f.name), allow_zero=f.name.endswith("usage")
                   or "usage" in f.name)
@@ -278,6 +291,10 @@ def validate(s: Scenario) -> None:
         _positive(f"server.{f}", getattr(sm, f))
     for f in ("base_delay_s", "delay_slope_s"):
         _positive(f"server.{f}", getattr(sm, f), allow_zero=True)
+
+
+def _check_knobs(s: Scenario) -> None:
+    """Replicas, episode, time and reward knobs."""
     if not isinstance(s.max_replicas, int) or isinstance(s.max_replicas, bool) \
             or s.max_replicas < 1:
         raise ScenarioError(f"field 'max_replicas' must be an integer >= 1, got {s.max_replicas!r}")
@@ -307,6 +324,10 @@ def validate(s: Scenario) -> None:
             "field 'stabilization_time_s' must be a positive multiple of 'slot_s', got "
             f"{s.stabilization_time_s} with slot_s={s.slot_s}"
         )
+
+
+def _check_network_and_traces(s: Scenario) -> None:
+    """The delay matrix and the traces: shapes, finite, non-negative."""
     d = np.asarray(s.delay_ms)
     if d.shape != (s.n_stations, s.n_nodes):
         raise ScenarioError(
@@ -330,6 +351,10 @@ def validate(s: Scenario) -> None:
         lengths.add(t.shape[0])
     if len(lengths) != 1:
         raise ScenarioError(f"field 'traces' must all have the same number of slots, got {lengths}")
+
+
+def _check_fit(s: Scenario) -> None:
+    """One replica of every deployment fits on its home node."""
     # Fitting: one replica of every deployment must fit on its home node(s).
     home = s.home_nodes
     for n_idx, node in enumerate(s.nodes):
