@@ -10,7 +10,7 @@ or `unknown backend_config key 'namespac'; allowed: [...]`.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -33,44 +33,84 @@ _PHRASES = {
 
 
 def describe(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
-    """The first error of `exc` as one sentence naming the field.
+    """The first error of `exc` as one sentence naming the field by its dotted path.
 
     Args:
         exc: The validation error.
         prefix: Dotted path of the validated object within a larger file (e.g.
             `backend_config`), prepended to the field names.
-        model: The model that was validated (to list the allowed keys of an unknown one).
+        model: The model that was validated (to list the keys and values allowed).
+
+    Returns:
+        `FIELD must be WHAT, got VALUE`, `unknown key FIELD; allowed: [...]`, or a
+        validator's own sentence (which names its field itself; prefixed with `FIELD: `
+        when it does not start with the field's name).
     """
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
     # Unions name their member types in the location; drop those parts.
-    loc = [p for p in loc if not (p[:1].isupper() or "[" in p or p in ("str", "int", "float",
-                                                                           "bool", "none"))]
-    path = ".".join([prefix, *loc] if prefix else loc) or (prefix or "value")
-    kind = err["type"]
+    loc = [p for p in loc if not (p[:1].isupper() or ("[" in p and p != "[key]")
+                                  or p in ("str", "int", "float", "bool", "none"))]
+    path = ".".join([prefix, *loc] if prefix else loc)
+    kind, got = err["type"], err.get("input")
+    ctx = err.get("ctx") or {}
+    if loc[-1:] == ["[key]"]:  # a mapping's key, e.g. `params: {1: 0.5}`
+        where = ".".join(([prefix] if prefix else []) + loc[:-2])
+        return f"{where} keys must be strings, got {got!r}"
     if kind == "extra_forbidden":
         owner = _owner(model, loc[:-1])
-        allowed = f"; allowed: {sorted(owner.model_fields)}" if owner is not None else ""
-        where = ".".join([prefix, *loc[:-1]] if prefix else loc[:-1])
-        return f"unknown {where + ' ' if where else ''}key {loc[-1]!r}{allowed}"
+        allowed = f"; allowed: {_keys(owner)}" if owner is not None else ""
+        if len(loc) > 1:
+            return f"unknown key {'.'.join(loc)}{allowed}"
+        return f"unknown {prefix + ' ' if prefix else ''}key {loc[-1]!r}{allowed}"
     if kind == "missing":
         return f"{path} is required"
-    ctx = err.get("ctx") or {}
     if kind == "value_error":
         message = str(ctx.get("error", err["msg"]))
-        if not message.startswith("must"):
+        if message.startswith("must"):
+            return f"{path} {message}" + ("" if "got " in message else f", got {got!r}")
+        if not loc or message.startswith((loc[-1], path, "unknown")):
             return message  # a whole sentence that names its field already
-    elif kind == "literal_error":
-        message = f"must be one of [{str(ctx.get('expected', '')).replace(' or ', ', ')}]"
+        return f"{path}: {message}"
+    if kind == "model_type":
+        owner = _owner(model, loc)
+        of = f" of {_keys(owner)}" if owner is not None else ""
+        return f"{path} must be a mapping{of}, got {got!r}"
+    if kind == "literal_error":
+        message = f"must be one of {_choices(model, loc, ctx)}"
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
               "less_than": "<"}[kind]
-        bound = next(iter(ctx.values()))
-        message = f"must be {op} {bound}"
-    else:
+        message = f"must be {op} {next(iter(ctx.values()))}"
+    else:  # a custom error type carries its own `must be ...` phrase
         message = _PHRASES.get(kind, err["msg"])
-    shown = "" if "got " in message else f", got {err.get('input')!r}"
-    return f"{path} {message}{shown}"
+    return f"{path} {message}, got {got!r}"
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The keys a model takes, as a file spells them (aliases), in declaration order."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _choices(model: type[BaseModel] | None, loc: list[str], ctx: dict) -> list[Any]:
+    """The values a literal field allows."""
+    owner = _owner(model, loc[:-1])
+    if owner is not None and loc and loc[-1] in owner.model_fields:
+        args = [a for a in _literals(owner.model_fields[loc[-1]].annotation) if a is not None]
+        if args:
+            return args
+    return [x.strip().strip("'") for x in
+            str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+
+
+def _literals(ann: Any) -> list[Any]:
+    """The literal values inside an annotation (through unions and Annotated)."""
+    if get_origin(ann) is Literal:
+        return list(get_args(ann))
+    out: list[Any] = []
+    for a in get_args(ann):
+        out += _literals(a)
+    return out
 
 
 def _owner(model: type[BaseModel] | None, loc: list[str]) -> type[BaseModel] | None:
@@ -80,7 +120,7 @@ def _owner(model: type[BaseModel] | None, loc: list[str]) -> type[BaseModel] | N
         if cur is None or part not in cur.model_fields:
             return None
         ann = cur.model_fields[part].annotation
-        subs = [a for a in getattr(ann, "__args__", (ann,))
+        subs = [a for a in (get_args(ann) or (ann,))
                 if isinstance(a, type) and issubclass(a, BaseModel)]
         cur = subs[0] if subs else None
     return cur

@@ -8,7 +8,7 @@ the key by its dotted path and says what it must be:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AllowInfNan,
@@ -20,6 +20,8 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic_core import PydanticCustomError
+
+from lwmecps_rllib.validation import describe
 
 
 class SweepError(ValueError):
@@ -33,7 +35,7 @@ def must(text: str) -> WrapValidator:
         try:
             return handler(value)
         except ValidationError:
-            raise PydanticCustomError("sweep_value", "must be {must}", {"must": text}) from None
+            raise PydanticCustomError("must", "must be {must}", {"must": text}) from None
 
     return WrapValidator(check)
 
@@ -63,53 +65,12 @@ Mode = Annotated[Literal["max", "min"], must("'max' or 'min'")]
 Trace = Annotated[Literal["a", "b"], must("'a' or 'b'")]
 
 
-def _keys(model: type[BaseModel]) -> list[str]:
-    """The keys a section takes, as the file spells them."""
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _section(root: type[BaseModel], path: list[str]) -> type[BaseModel]:
-    """The model of the section at `path` under `root` (empty: `root`)."""
-    model = root
-    for part in path:
-        model = model.model_fields[part].annotation
-    return model
-
-
 def sweep_error(exc: ValidationError, root: type[BaseModel]) -> SweepError:
-    """Pydantic's first error as a :class:`SweepError` naming the dotted key.
+    """Pydantic's first error as a :class:`SweepError` naming the dotted key (the project's
+    one translation, :func:`lwmecps_rllib.validation.describe`).
 
     Args:
         exc: The error of validating `root`.
         root: The model of the whole file (for the keys and values a section allows).
-
-    Returns:
-        `KEY must be WHAT, got VALUE`, `unknown key KEY; allowed: [...]`,
-        `KEY must be one of [...], got VALUE`, or a validator's own message (prefixed
-        with `KEY: ` unless it is a :class:`SweepError`, which names its key itself).
     """
-    err = exc.errors()[0]
-    loc = [str(part) for part in err["loc"]]
-    key, kind, got = ".".join(loc), err["type"], err.get("input")
-    if kind == "value_error":  # raised by a validator
-        cause = err["ctx"]["error"]
-        if isinstance(cause, SweepError) or not key:
-            return SweepError(str(cause))
-        return SweepError(f"{key}: {cause}")
-    if loc[-1:] == ["[key]"]:  # a mapping's key, e.g. `params: {1: 0.5}`
-        return SweepError(f"{'.'.join(loc[:-2])} keys must be strings, got {got!r}")
-    if kind == "sweep_value":
-        return SweepError(f"{key} {err['msg']}, got {got!r}")
-    if kind == "extra_forbidden":
-        name = key if len(loc) > 1 else repr(key)
-        return SweepError(f"unknown key {name}; allowed: {_keys(_section(root, loc[:-1]))}")
-    if kind == "model_type":
-        return SweepError(f"{key} must be a mapping of {_keys(_section(root, loc))}, "
-                          f"got {got!r}")
-    if kind == "literal_error":
-        field = _section(root, loc[:-1]).model_fields[loc[-1]]
-        return SweepError(f"{key} must be one of {list(get_args(field.annotation))}, "
-                          f"got {got!r}")
-    if kind == "dict_type":
-        return SweepError(f"{key} must be a mapping, got {got!r}")
-    return SweepError(f"{key}: {err['msg']}, got {got!r}")
+    return SweepError(describe(exc, "", root))
