@@ -13,8 +13,8 @@ from ray.rllib.algorithms.algorithm import Algorithm
 
 from lwmecps_rllib import atomic
 from lwmecps_rllib.algorithms import build_config, canonical_name
-from lwmecps_rllib.algorithms.common import flat_metrics
 from lwmecps_rllib.algorithms.inference import TrainedPolicy, load_module
+from lwmecps_rllib.algorithms.metrics import flat_metrics
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -84,7 +84,7 @@ def train(algo_name: str, env: str = "LWMECPSEnv3", scenario: Any = "testbed-4bs
 
     Returns:
         The trained algorithm and the per-iteration metrics (fixed names, see
-        :func:`lwmecps_rllib.algorithms.common.flat_metrics`, plus `time/...`).
+        :func:`lwmecps_rllib.algorithms.metrics.flat_metrics`, plus `time/...`).
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
