@@ -27,7 +27,8 @@ from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
 
-from lwmecps_rllib.algorithms.common import LWMECPSAlgorithmConfig, action_dims, mlp
+from lwmecps_rllib.algorithms.config_base import LWMECPSAlgorithmConfig
+from lwmecps_rllib.algorithms.networks import action_dims, mlp
 
 
 class VPGModule(TorchRLModule):

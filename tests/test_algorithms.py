@@ -246,7 +246,10 @@ def test_module_sampling_matches_rllibs_multi_categorical(dims):
     import torch
     from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
 
-    from lwmecps_rllib.algorithms.common import categorical_logp_entropy, sample_categoricals
+    from lwmecps_rllib.algorithms.distributions import (
+        categorical_logp_entropy,
+        sample_categoricals,
+    )
 
     torch.manual_seed(0)
     discrete = len(dims) == 1

@@ -2,7 +2,12 @@
 
 Each lives in its own package (`qlearning/`, `dqn/`, `ppo/`) with `config.py` (the
 `AlgorithmConfig` subclass and the `Algorithm` with its `training_step`), `learner.py`
-(the `TorchLearner` with the loss) and `module.py` (the `TorchRLModule`).
+(the `TorchLearner` with the loss) and `module.py` (the `TorchRLModule`). What they
+share is in modules of this package, one concern each, and no algorithm imports another
+algorithm's package: `config_base` (the base configs and parameter checks), `metrics`
+(env metrics and the fixed result names), `networks` (MLPs with side-by-side action
+heads), `distributions` (categoricals over those heads), `connectors` (learner connector
+pieces) and `factorised_q` (the factorised-Q module base of DQN and Q-learning).
 """
 
 from lwmecps_rllib.algorithms.catalog import (

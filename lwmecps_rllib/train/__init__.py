@@ -16,8 +16,8 @@ from ray.rllib.algorithms.algorithm import Algorithm
 
 from lwmecps_rllib import atomic
 from lwmecps_rllib.algorithms import build_config, canonical_name
-from lwmecps_rllib.algorithms.common import flat_metrics
 from lwmecps_rllib.algorithms.inference import TrainedPolicy, load_module
+from lwmecps_rllib.algorithms.metrics import flat_metrics
 from lwmecps_rllib.spec import EnvOptions, TrainingSpec
 
 

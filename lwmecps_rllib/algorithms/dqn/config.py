@@ -21,7 +21,7 @@ from ray.rllib.utils.metrics import (
 )
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
-from lwmecps_rllib.algorithms.common import FactorisedQConfig, check_flag, check_param
+from lwmecps_rllib.algorithms.config_base import FactorisedQConfig, check_flag, check_param
 
 
 class DQNConfig(FactorisedQConfig):

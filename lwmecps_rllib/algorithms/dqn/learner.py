@@ -15,7 +15,7 @@ from ray.rllib.core.rl_module.apis.target_network_api import TargetNetworkAPI
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT, QF_NEXT_TARGET
+from lwmecps_rllib.algorithms.factorised_q import QF, QF_NEXT, QF_NEXT_TARGET
 
 
 class DQNLearner(TorchLearner):

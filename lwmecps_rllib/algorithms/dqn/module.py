@@ -12,11 +12,8 @@ from ray.rllib.core.rl_module.apis.target_network_api import TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import FactorisedQModule, heads_mlp
-
-QF = "qf_preds"
-QF_NEXT = "qf_next_preds"
-QF_NEXT_TARGET = "qf_next_target_preds"
+from lwmecps_rllib.algorithms.factorised_q import QF, QF_NEXT, QF_NEXT_TARGET, FactorisedQModule
+from lwmecps_rllib.algorithms.networks import heads_mlp
 
 
 class DQNModule(FactorisedQModule, TargetNetworkAPI):
@@ -30,7 +27,7 @@ class DQNModule(FactorisedQModule, TargetNetworkAPI):
     own features followed by the whole observation), `epsilon_start`, `epsilon`
     (final), `epsilon_timesteps` (linear decay), `action_costs` and `reward_scale`
     (the known cost of each joint action, added to Q exactly; see
-    :class:`~lwmecps_rllib.algorithms.common.FactorisedQModule`).
+    :class:`~lwmecps_rllib.algorithms.factorised_q.FactorisedQModule`).
     """
 
     @override(TorchRLModule)

@@ -14,7 +14,8 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import ScaleRewards, categorical_logp_entropy
+from lwmecps_rllib.algorithms.connectors import ScaleRewards
+from lwmecps_rllib.algorithms.distributions import categorical_logp_entropy
 
 
 class PPOLearner(TorchLearner):

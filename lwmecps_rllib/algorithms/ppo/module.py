@@ -15,7 +15,8 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import action_dims, heads_mlp, mlp, sample_categoricals
+from lwmecps_rllib.algorithms.distributions import sample_categoricals
+from lwmecps_rllib.algorithms.networks import action_dims, heads_mlp, mlp
 
 
 class PPOModule(TorchRLModule, ValueFunctionAPI):

@@ -19,7 +19,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from lwmecps_rllib.algorithms.common import FactorisedQConfig, check_param
+from lwmecps_rllib.algorithms.config_base import FactorisedQConfig, check_param
 
 
 class QLearningConfig(FactorisedQConfig):

@@ -13,8 +13,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import picked_q
-from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
+from lwmecps_rllib.algorithms.factorised_q import QF, QF_NEXT, picked_q
 from lwmecps_rllib.algorithms.qlearning.module import Q_ROWS
 
 

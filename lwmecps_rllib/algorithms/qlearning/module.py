@@ -10,8 +10,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.common import FactorisedQModule, head_feature_index
-from lwmecps_rllib.algorithms.dqn.module import QF, QF_NEXT
+from lwmecps_rllib.algorithms.factorised_q import QF, QF_NEXT, FactorisedQModule
+from lwmecps_rllib.algorithms.networks import head_feature_index
 
 #: Training forward output: each observation's table row(s), for the learner's updates.
 Q_ROWS = "q_table_rows"
