@@ -148,3 +148,14 @@ def test_jobs_on_a_real_ray_head(ray_head, tmp_path):
 
     assert ModelRegistry(registry).get(summary["model_id"]).stage == "candidate"
     assert os.path.exists(summary["best"]["checkpoint"])
+
+
+def test_a_task_is_checked_through_the_run_specs() -> None:
+    task = TrainingTask(name="ppo-2", model_type="dqn", parameters={"learning_rate": 1e-3},
+                        total_episodes=50, preset="recommended")
+    assert task.training_spec().budget.episodes == 50
+    assert "--preset recommended" in task.entrypoint()
+    with pytest.raises(ValidationError, match="learning_rate must be a number > 0"):
+        TrainingTask(name="x", parameters={"learning_rate": -1.0})
+    with pytest.raises(ValidationError, match="learning_rat"):
+        TrainingTask(name="x", parameters={"learning_rat": 1.0})

@@ -1,4 +1,5 @@
-"""Backends: the simulator and (later) a real Kubernetes cluster behind one interface."""
+"""Backends: the simulator and a real Kubernetes cluster behind one interface (the
+Kubernetes backend loads on use: `lwmecps_rllib.backends.kubernetes`)."""
 
 from lwmecps_rllib.backends.base import Backend, BackendError, GuardRailError
 from lwmecps_rllib.backends.sim import SimBackend
