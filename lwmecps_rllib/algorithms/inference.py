@@ -46,10 +46,10 @@ class TrainedPolicy:
         self.module = module
         self.name = name
 
-    def reset(self, env: Any, seed: int) -> None:
+    def reset(self, view: Any, seed: int) -> None:
         """Nothing to prepare."""
 
-    def act(self, env: Any, obs: Any = None) -> Any:
-        """The module's greedy action for `obs`."""
+    def act(self, view: Any, obs: Any = None) -> Any:
+        """The module's greedy action for the env's observation `obs` (not the view)."""
         a = greedy_actions(self.module, np.asarray(obs, np.float32)[None])[0]
         return int(a) if np.ndim(a) == 0 else a.astype(np.int64)
