@@ -25,16 +25,64 @@ COLUMNS = ("mean_reward", "mean_latency_ms", "p95_latency_ms", "failed_requests"
 
 
 def parse_policies(spec: str, env_name: str) -> list[str]:
-    """`all` or a comma-separated list of baseline names, checked against the env."""
+    """`all`, `none` or a comma-separated list of baseline names, checked against the env."""
     allowed = policies_for(env_name)
     if spec == "all":
         return allowed
+    if spec == "none":
+        return []
     names = [p.strip() for p in spec.split(",") if p.strip()]
     for name in names:
         if name not in allowed:
             raise ValueError(f"--policy {name!r} is not available for {env_name}; allowed: "
-                             f"'all' or {allowed}")
+                             f"'all', 'none' or {allowed}")
     return names
+
+
+def model_policies(refs: list[str], env_name: str, options: EnvOptions,
+                   registry: str | Path | None = None) -> dict[str, Policy]:
+    """Trained policies by reference: a checkpoint folder, or a registry model id or stage.
+
+    Each acts greedily on the env's box observation; a registry model must have been
+    trained on `env_name`, and any model must take the scenario's observations.
+
+    Returns:
+        Policies by name (the model id, or `checkpoint:<folder>`).
+
+    Raises:
+        ValueError: naming the reference that does not resolve or does not fit.
+    """
+    from lwmecps_rllib.algorithms.inference import TrainedPolicy, greedy_actions, load_module
+    from lwmecps_rllib.envs.registration import env_class, env_options
+    from lwmecps_rllib.model_registry import ModelRegistry, RegistryError
+
+    cls = env_class(env_name)
+    opts = env_options(env_name, options)
+    size = cls.box_layout(cls.build_spec(load_scenario(opts.scenario), opts)).size
+    out: dict[str, Policy] = {}
+    for ref in refs:
+        if Path(ref).is_dir():
+            name, path = f"checkpoint:{Path(ref).name}", Path(ref)
+        else:
+            reg = ModelRegistry(registry)
+            try:
+                record = reg.get(ref)
+                path = reg.checkpoint_path(record.id)
+            except RegistryError as exc:
+                raise ValueError(f"--model {ref!r} is neither a checkpoint folder nor usable "
+                                 f"in the registry: {exc}") from exc
+            if record.env != env_name:
+                raise ValueError(f"--model {ref!r} ({record.id}) was trained on {record.env}, "
+                                 f"not {env_name}; pass --env {record.env}")
+            name = record.id
+        try:
+            module = load_module(path)
+            greedy_actions(module, np.zeros((1, size), np.float32))
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise ValueError(f"--model {ref!r} does not take {env_name} observations of "
+                             f"{opts.scenario_name} ({size} values): {exc}") from exc
+        out[name] = TrainedPolicy(module, name=name)
+    return out
 
 
 def evaluate(env_name: str, options: EnvOptions, policies: list[str], seed: int = 0,
@@ -112,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Compare policies over a whole day of a trace.")
     p.add_argument("--env", default="LWMECPSEnv3", choices=ENV_NAMES)
     p.add_argument("--trace", default="b", help="trace name (a: training day, b: unseen day)")
-    p.add_argument("--policy", default="all", help="'all' or a comma-separated list")
+    p.add_argument("--policy", default="all",
+                   help="baselines: 'all', 'none' or a comma-separated list")
+    p.add_argument("--model", action="append", default=[], metavar="REF",
+                   help="a trained model beside them: a checkpoint folder, a registry model "
+                        "id, or a stage (production, candidate); repeatable")
+    p.add_argument("--registry", default=None,
+                   help="model registry file (default $LWMECPS_REGISTRY or "
+                        "runs/models/registry.sqlite)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="limit the run to N steps")
     add_env_arguments(p)
@@ -128,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         policies = parse_policies(args.policy, args.env)
         if args.steps is not None and args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
-        result = evaluate(args.env, env_options_from_args(args, args.trace), policies,
-                          args.seed, args.steps)
+        options = env_options_from_args(args, args.trace)
+        models = model_policies(args.model, args.env, options, args.registry)
+        result = evaluate(args.env, options, policies, args.seed, args.steps, extra=models)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

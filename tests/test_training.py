@@ -37,6 +37,23 @@ def test_train_cli_trains_checkpoints_and_evaluates(ray_session, tmp_path: Path,
     assert {"ppo", "oracle", "hpa"} <= set(result["results"])
     assert (out / "checkpoint" / "rllib_checkpoint.json").exists()
 
+    # The checkpoint beside baselines in `evaluate`, without training, and what it refuses.
+    from lwmecps_rllib import evaluate
+
+    table = tmp_path / "eval.json"
+    assert evaluate.main(["--scenario", "testbed-4bs", "--policy", "static", "--steps", "5",
+                          "--model", str(out / "checkpoint"), "--output", str(table)]) == 0
+    runs = json.loads(table.read_text())["results"]
+    assert set(runs) == {"static", "checkpoint:checkpoint"}
+    assert runs["checkpoint:checkpoint"]["steps"] == 5
+    capsys.readouterr()
+    assert evaluate.main(["--scenario", "metro-16", "--policy", "none", "--steps", "2",
+                          "--model", str(out / "checkpoint")]) == 2
+    assert "does not take LWMECPSEnv3 observations of metro-16" in capsys.readouterr().err
+    assert evaluate.main(["--policy", "none", "--model", "production", "--registry",
+                          str(tmp_path / "empty.sqlite")]) == 2
+    assert "neither a checkpoint folder nor usable in the registry" in capsys.readouterr().err
+
 
 def test_train_cli_rejects_bad_input(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert train_cli.main(["--algo", "a3c", "--output", str(tmp_path)]) == 2
