@@ -51,6 +51,11 @@ def add_env_arguments(parser: argparse.ArgumentParser, *, augmentation: bool = F
                              "k8s/testbed/backend-config.yaml)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --backend k8s: log the patches instead of sending them")
+    parser.add_argument("--history", type=int, default=None, metavar="K",
+                        help="observe the users of the K slots before the last, per station")
+    parser.add_argument("--history-windows", default=None, metavar="W,W",
+                        help="observe the mean and max users per station over windows of "
+                             "this many slots, e.g. 6,30 (1 and 5 minutes)")
     if augmentation:
         parser.add_argument("--shuffle-stations", action="store_true", default=None,
                             help="train on the day with the stations' users reordered per "
@@ -73,8 +78,15 @@ def env_options_from_args(args: argparse.Namespace, trace: str = "a",
         fields["backend_config"] = load_backend_config(args.backend_config, args.dry_run)
     elif args.backend_config or args.dry_run:
         raise ValueError("--backend-config and --dry-run need --backend k8s")
-    for name in ("shuffle_stations", "load_jitter"):
-        value = getattr(args, name, None)
+    windows = getattr(args, "history_windows", None)
+    if isinstance(windows, str):
+        try:
+            windows = [int(w) for w in windows.split(",") if w.strip()]
+        except ValueError:
+            raise ValueError(f"--history-windows must be integers separated by commas, "
+                             f"got {args.history_windows!r}") from None
+    for name in ("shuffle_stations", "load_jitter", "history", "history_windows"):
+        value = windows if name == "history_windows" else getattr(args, name, None)
         if value is None:
             value = defaults.get(name)
         if value is not None:
@@ -146,8 +158,7 @@ def run_specs_from_args(args: argparse.Namespace) -> tuple[EnvOptions, TrainingS
     from lwmecps_rllib.presets import get_preset
 
     preset = get_preset(args.preset, args.algo, args.scenario)
-    options = env_options_from_args(args, "a", shuffle_stations=preset.shuffle_stations,
-                                    load_jitter=preset.load_jitter)
+    options = env_options_from_args(args, "a", **preset.env_fields())
     training = training_from_args(args, preset.params)
     if training.budget == Budget():
         training = training.replace(budget=preset.training().budget)

@@ -52,13 +52,11 @@ def model_policies(refs: list[str], env_name: str, options: EnvOptions,
     Raises:
         ValueError: naming the reference that does not resolve or does not fit.
     """
-    from lwmecps_rllib.algorithms.inference import TrainedPolicy, greedy_actions, load_module
+    from lwmecps_rllib.algorithms.inference import TrainedPolicy, greedy_actions
     from lwmecps_rllib.envs.registration import env_class, env_options
     from lwmecps_rllib.model_registry import ModelRegistry, RegistryError
 
     cls = env_class(env_name)
-    opts = env_options(env_name, options)
-    size = cls.box_layout(cls.build_spec(load_scenario(opts.scenario), opts)).size
     out: dict[str, Policy] = {}
     for ref in refs:
         if Path(ref).is_dir():
@@ -76,12 +74,15 @@ def model_policies(refs: list[str], env_name: str, options: EnvOptions,
                                  f"not {env_name}; pass --env {record.env}")
             name = record.id
         try:
-            module = load_module(path)
-            greedy_actions(module, np.zeros((1, size), np.float32))
+            policy = TrainedPolicy.from_checkpoint(path, name=name)
+            opts = env_options(env_name, options.replace(**policy.env_overrides))
+            size = cls.box_layout(cls.build_spec(load_scenario(opts.scenario), opts),
+                                  opts).size
+            greedy_actions(policy.module, np.zeros((1, size), np.float32))
         except (FileNotFoundError, RuntimeError) as exc:
             raise ValueError(f"--model {ref!r} does not take {env_name} observations of "
-                             f"{opts.scenario_name} ({size} values): {exc}") from exc
-        out[name] = TrainedPolicy(module, name=name)
+                             f"{options.scenario_name}: {exc}") from exc
+        out[name] = policy
     return out
 
 

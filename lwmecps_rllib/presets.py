@@ -37,6 +37,13 @@ class Preset:
     """Train on copies of the day with each station's users scaled."""
     env_steps: int = 1_000_000
     """Env-step budget of the benchmark."""
+    observation: dict[str, Any] = field(default_factory=dict)
+    """Env options that shape what the policy observes (`history`, `history_windows`)."""
+
+    def env_fields(self) -> dict[str, Any]:
+        """The env options the preset sets: augmentation and observation."""
+        return {"shuffle_stations": self.shuffle_stations, "load_jitter": self.load_jitter,
+                **self.observation}
 
     def training(self, seed: int = 0, **params: Any) -> TrainingSpec:
         """The training spec: these parameters (with `params` over them), the budget."""
@@ -45,15 +52,13 @@ class Preset:
 
     def env_options(self, scenario: Any = "testbed-4bs", **changes: Any) -> EnvOptions:
         """The training env's options on `scenario` (training day, augmentation)."""
-        return EnvOptions.parse({"scenario": scenario, "trace": "a",
-                                 "shuffle_stations": self.shuffle_stations,
-                                 "load_jitter": self.load_jitter, **changes})
+        return EnvOptions.parse({"scenario": scenario, "trace": "a", **self.env_fields(),
+                                 **changes})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
         return {"algorithm": self.algorithm, "params": dict(self.params),
-                "shuffle_stations": self.shuffle_stations, "load_jitter": self.load_jitter,
-                "env_steps": self.env_steps}
+                **self.env_fields(), "env_steps": self.env_steps}
 
 
 #: The recommended settings per algorithm (LWMECPSEnv3).
@@ -101,7 +106,7 @@ def recommended(algorithm: str, scenario: Any = "testbed-4bs") -> Preset:
     name = getattr(scenario, "name", scenario)
     changes = SCENARIO_PARAMS.get(name, {}).get(key, {})
     return Preset(base.algorithm, {**base.params, **changes}, base.shuffle_stations,
-                  base.load_jitter, base.env_steps)
+                  base.load_jitter, base.env_steps, dict(base.observation))
 
 
 def get_preset(name: str, algorithm: str, scenario: Any = "testbed-4bs") -> Preset:

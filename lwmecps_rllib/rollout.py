@@ -32,7 +32,8 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
         env_name: Env name.
         options: The env's options (scenario, trace, backend ...); the scenario is run
             as one episode over the day.
-        policy: What acts (`reset(view, seed)`, `act(view, obs)`).
+        policy: What acts (`reset(view, seed)`, `act(view, obs)`); its `env_overrides`
+            (if any) change the env's options (a trained policy's observation).
         seed: Seed of the env (and the policy).
         steps: Limit the run to N steps.
         start_slot: Slot of the trace to start at.
@@ -44,7 +45,9 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
         `reward`, `latency`, `pods`).
     """
     sc = day_scenario(options.scenario, steps)
-    env = make_env(env_name, options.replace(scenario=sc))
+    # A trained policy observes what it was trained with (e.g. the users' history).
+    env = make_env(env_name, options.replace(scenario=sc,
+                                             **getattr(policy, "env_overrides", {})))
     u = env.unwrapped
     policy.reset(u.cluster_view(), seed)  # before the env touches a cluster: it may refuse
     obs, _ = env.reset(seed=seed, options={"start_slot": start_slot})

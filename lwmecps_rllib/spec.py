@@ -62,6 +62,22 @@ class EnvOptions(Spec):
     scaled by its own factor in [1 - j, 1 / (1 - j)]."""
     n_deployments: int | None = Field(None, ge=1)
     """LWMECPSEnv2: deployments to place (default: one per station)."""
+    history: int = Field(0, ge=0, le=1000)
+    """Observe the users of the `k` slots before the last one, per station (block
+    `users_history`; see `lwmecps_rllib.envs.history`)."""
+    history_windows: tuple[int, ...] = ()
+    """Observe the mean and max users per station over each window of this many slots,
+    the last one included (block `users_window`), e.g. `[6, 30]`: 1 and 5 minutes."""
+
+    @field_validator("history_windows", mode="before")
+    @classmethod
+    def _windows(cls, v: Any) -> tuple[int, ...]:
+        ok = isinstance(v, (list, tuple)) and all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 1000 for w in v)
+        if not ok or len(set(v)) != len(v):
+            raise ValueError(f"history_windows must be a list of distinct integers in "
+                             f"[1, 1000] (slots), got {v!r}")
+        return tuple(v)
 
     @field_validator("obs_format")
     @classmethod
@@ -117,7 +133,8 @@ class EnvOptions(Spec):
             value = getattr(self, name)
             if name in ("scenario", "trace", "backend") or value != field.get_default(
                     call_default_factory=True):
-                out[name] = value.to_dict() if isinstance(value, KubernetesConfig) else value
+                out[name] = (value.to_dict() if isinstance(value, KubernetesConfig)
+                             else list(value) if isinstance(value, tuple) else value)
         return out
 
 
@@ -184,3 +201,27 @@ def check_run(options: EnvOptions, training: TrainingSpec) -> None:
     if options.backend == "k8s" and n not in (None, 1):
         raise ValueError(f"resources.num_envs must be 1 with backend='k8s' (one cluster), "
                          f"got {n}")
+
+
+#: The file in a checkpoint folder that records the env options it was trained with.
+ENV_OPTIONS_FILE = "env_options.json"
+#: The options that change what a policy observes (serving and evaluation need them).
+OBSERVATION_OPTIONS = ("history", "history_windows")
+
+
+def observation_options(env_config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an `env_config` that shape the observation (JSON-ready)."""
+    return {k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in env_config.items() if k in OBSERVATION_OPTIONS}
+
+
+def read_observation_options(checkpoint: str | Any) -> dict[str, Any]:
+    """The observation options recorded in a checkpoint folder ({} when none are)."""
+    import json
+    from pathlib import Path
+
+    path = Path(checkpoint) / ENV_OPTIONS_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k in OBSERVATION_OPTIONS}

@@ -273,3 +273,75 @@ def test_shuffle_stations_trains_on_reordered_days() -> None:
         LWMECPSEnv3(backend="k8s", shuffle_stations=True)
     with pytest.raises(ValueError, match="shuffle_stations must be true or false"):
         make_env("LWMECPSEnv3", {"shuffle_stations": "yes"})
+
+
+HISTORY = {"history": 3, "history_windows": [6, 30]}
+
+
+def test_history_blocks_hold_the_measured_users_single_and_batched() -> None:
+    single = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box", **HISTORY)
+    obs, _ = single.reset(seed=0, options={"start_slot": 500})
+    layout, day = single.layout, single.scenario.trace("a") / single.scenario.max_users
+    np.testing.assert_allclose(layout.view(obs[None], "users_history")[0], day[[496, 497, 498]].T,
+                               atol=1e-6)
+    window = layout.view(obs[None], "users_window")[0]
+    np.testing.assert_allclose(window[:, 1, 0], day[470:500].mean(0), atol=1e-6)
+    np.testing.assert_allclose(window[:, 0, 1], day[494:500].max(0), atol=1e-6)
+    # Batched: the same blocks after steps and after an automatic reset.
+    venv = LWMECPSEnv3Vector(num_envs=3, scenario="testbed-4bs", **HISTORY)
+    venv.reset(seed=0, options={"start_slot": 500})
+    a = np.array([2, 2, 2, 2])
+    for _ in range(4):
+        obs_v, *_ = venv.step(np.stack([a] * 3))
+        obs_s, *_ = single.step(a)
+        np.testing.assert_allclose(obs_v[0], obs_s, atol=1e-6)
+    checked = 0
+    for _ in range(8):
+        ended = venv._autoreset.copy()
+        obs_v, *_ = venv.step(np.stack([a] * 3))
+        for row in np.flatnonzero(ended):
+            first, _ = single.reset(seed=0, options={"start_slot": int(venv.state.slot[row])})
+            np.testing.assert_allclose(obs_v[row], first, atol=1e-6)
+            checked += 1
+    assert checked >= 3
+    # The dict form carries the raw users.
+    d = LWMECPSEnv3(scenario="testbed-4bs", **HISTORY)
+    o, _ = d.reset(seed=0, options={"start_slot": 500})
+    assert d.observation_space.contains(o)
+    np.testing.assert_allclose(o["users_history"], single.scenario.trace("a")[[496, 497, 498]].T)
+
+
+def test_history_on_a_cluster_comes_from_its_own_measurements() -> None:
+    from lwmecps_rllib.backends import SimBackend
+
+    class Cluster:
+        """A backend that is not the simulator (the env cannot read its trace)."""
+
+        def __init__(self, spec, trace) -> None:
+            self.spec, self._sim = spec, SimBackend(spec, trace)
+
+        def reset(self, start, rng):
+            return self._sim.reset(start, rng)
+
+        def apply(self, state, replicas, nodes):
+            return self._sim.apply(state, replicas, nodes)
+
+        def advance(self, state, rng):
+            return self._sim.advance(state, rng)
+
+        def close(self) -> None:
+            pass
+
+    env = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box", backend=Cluster, history=2)
+    obs, _ = env.reset(seed=0, options={"start_slot": 500})
+    assert env.cluster_view().trace is None
+    first = env.last.users[0] / env.scenario.max_users
+    # Before any step the first measurement stands for the slots before it.
+    np.testing.assert_allclose(env.layout.view(obs[None], "users_history")[0],
+                               np.stack([first, first], 1), atol=1e-6)
+    seen = [env.last.users[0].copy()]
+    for _ in range(2):
+        obs, *_ = env.step(np.array([1, 1, 1, 1]))
+        seen.append(env.last.users[0].copy())
+    np.testing.assert_allclose(env.layout.view(obs[None], "users_history")[0],
+                               np.stack(seen[:2], 1) / env.scenario.max_users, atol=1e-6)

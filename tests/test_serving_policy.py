@@ -16,13 +16,15 @@ from lwmecps_rllib.serving import (
     request_from_env,
 )
 
+HISTORY = {"history": 2, "history_windows": [6, 30]}
 
-def fresh_module(env_name: str, scenario: str):
+
+def fresh_module(env_name: str, scenario: str, observation: dict | None = None):
     """An untrained module of our PPO for the env (random weights, seeded)."""
     import torch
 
     torch.manual_seed(0)
-    env = make_env(env_name, {"scenario": scenario})
+    env = make_env(env_name, {"scenario": scenario, **(observation or {})})
     cfg = get_algorithm_class("ppo").get_default_config()
     spec = cfg.get_default_rl_module_spec()
     spec.observation_space = env.observation_space
@@ -31,15 +33,16 @@ def fresh_module(env_name: str, scenario: str):
     return spec.build()
 
 
-@pytest.mark.parametrize(("env_name", "scenario"), [
-    ("LWMECPSEnv3", "testbed-4bs"), ("LWMECPSEnv3", "testbed-4bs-peak"),
-    ("LWMECPSEnv3", "metro-16"), ("LWMECPSEnv2", "testbed-4bs"), ("LWMECPSEnv", "testbed-4bs"),
-    ("LWMECPSEnv2", "metro-16"),
+@pytest.mark.parametrize(("env_name", "scenario", "observation"), [
+    ("LWMECPSEnv3", "testbed-4bs", None), ("LWMECPSEnv3", "testbed-4bs-peak", None),
+    ("LWMECPSEnv3", "metro-16", None), ("LWMECPSEnv2", "testbed-4bs", None),
+    ("LWMECPSEnv", "testbed-4bs", None), ("LWMECPSEnv2", "metro-16", None),
+    ("LWMECPSEnv3", "testbed-4bs-peak", HISTORY), ("LWMECPSEnv2", "testbed-4bs", HISTORY),
 ])
-def test_requests_encode_to_the_envs_observation(env_name, scenario):
-    module = fresh_module(env_name, scenario)
-    policy = PlacementPolicy(module, env_name, scenario, "m1")
-    env = make_env(env_name, {"scenario": scenario, "trace": "b"})
+def test_requests_encode_to_the_envs_observation(env_name, scenario, observation):
+    module = fresh_module(env_name, scenario, observation)
+    policy = PlacementPolicy(module, env_name, scenario, "m1", observation=observation)
+    env = make_env(env_name, {"scenario": scenario, "trace": "b", **(observation or {})})
     obs, _ = env.reset(seed=3)
     env.action_space.seed(3)
     reqs, observations = [], []
@@ -98,3 +101,20 @@ def test_checkpoint_of_another_env_is_refused():
     module = fresh_module("LWMECPSEnv2", "testbed-4bs")
     with pytest.raises(ValueError, match="does not take LWMECPSEnv3 observations"):
         PlacementPolicy(module, "LWMECPSEnv3", "testbed-4bs", "m")
+
+
+def test_a_history_model_asks_for_the_history_it_observes():
+    policy = PlacementPolicy(fresh_module("LWMECPSEnv3", "testbed-4bs", HISTORY),
+                             "LWMECPSEnv3", "testbed-4bs", "m1", observation=HISTORY)
+    assert policy.info["history_slots"] == 29  # the 30-slot window: 29 before `users`
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs", **HISTORY})
+    env.reset(seed=0)
+    body = request_from_env(env)
+    assert len(body["users_history"]["bs1"] if "bs1" in body["users_history"]
+               else next(iter(body["users_history"].values()))) == 29
+    short = {k: v[-5:] for k, v in body["users_history"].items()}
+    with pytest.raises(RequestError, match="last 29 slots"):
+        policy.encode(PlacementRequest(**{**body, "users_history": short}))
+    with pytest.raises(RequestError, match="users_history"):
+        policy.encode(PlacementRequest(**{k: v for k, v in body.items()
+                                          if k != "users_history"}))

@@ -40,11 +40,27 @@ def load_module(checkpoint: str | Path) -> RLModule:
 
 
 class TrainedPolicy:
-    """A trained module as an `evaluate` policy (greedy actions on the env's observation)."""
+    """A trained module as an `evaluate` policy (greedy actions on the env's observation).
 
-    def __init__(self, module: RLModule, name: str = "trained") -> None:
+    Args:
+        module: The trained RLModule.
+        name: Its name in result tables.
+        observation: The env options that shape what it observes (`history`,
+            `history_windows`); a run gives it an env built with them.
+    """
+
+    def __init__(self, module: RLModule, name: str = "trained",
+                 observation: dict[str, Any] | None = None) -> None:
         self.module = module
         self.name = name
+        self.env_overrides = dict(observation or {})
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, name: str = "trained") -> TrainedPolicy:
+        """The policy of a checkpoint folder, with the observation options it records."""
+        from lwmecps_rllib.spec import read_observation_options
+
+        return cls(load_module(checkpoint), name, read_observation_options(checkpoint))
 
     def reset(self, view: Any, seed: int) -> None:
         """Nothing to prepare."""

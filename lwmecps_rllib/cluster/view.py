@@ -41,10 +41,14 @@ class ClusterView:
     trace: np.ndarray | None = None
     """(T, S) users the simulator replays, for policies that look ahead (the oracle);
     None on a real cluster."""
+    users_history: np.ndarray | None = None
+    """(H, S) users of the last measured slots, newest last, when the env keeps them
+    (`history` / `history_windows` options)."""
 
     @classmethod
     def of(cls, spec: ClusterSpec, action_space: Any, state: ClusterState | None,
-           last: Measurement | None, trace: np.ndarray | None) -> ClusterView:
+           last: Measurement | None, trace: np.ndarray | None,
+           users_history: np.ndarray | None = None) -> ClusterView:
         """A view holding read-only copies of `state` and `last` (and a read-only view of
         `trace`)."""
         if state is not None:
@@ -55,7 +59,8 @@ class ClusterView:
         if trace is not None:
             trace = trace.view()
             trace.flags.writeable = False
-        return cls(spec, action_space, state, last, trace)
+        hist = None if users_history is None else _frozen(users_history[0])
+        return cls(spec, action_space, state, last, trace, hist)
 
     @property
     def scenario(self) -> Scenario:

@@ -15,6 +15,7 @@ from lwmecps_rllib.backends.config import KubernetesConfig
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.cluster.view import ClusterView
+from lwmecps_rllib.envs.history import history_length, initial_history, push
 from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
 from lwmecps_rllib.spec import EnvOptions
@@ -179,6 +180,8 @@ class ClusterEnv(gym.Env):
         self.state: ClusterState | None = None
         self.last: Measurement | None = None
         self.steps = 0
+        self._hist_len = history_length(opts) if (opts.history or opts.history_windows) else 0
+        self._users_hist: np.ndarray | None = None
 
     # -------------------------------------------------------------- subclass hooks
     @classmethod
@@ -187,16 +190,40 @@ class ClusterEnv(gym.Env):
         raise NotImplementedError
 
     @classmethod
-    def box_layout(cls, spec: ClusterSpec) -> ObsLayout:
-        """The layout of the flat (`box`) observation."""
-        return cls.layout_of(spec)
+    def box_layout(cls, spec: ClusterSpec, options: EnvOptions | None = None) -> ObsLayout:
+        """The layout of the flat (`box`) observation (with the options' history)."""
+        return cls.layout_of(spec, options)
 
     @classmethod
     def encode_box(cls, spec: ClusterSpec, state: ClusterState, m: Measurement,
-                   **overrides: Any) -> np.ndarray:
-        """(B, size) box observations of B clusters; `overrides` are the encoder's (e.g.
-        capacity or time of day given by a request instead of the scenario's)."""
-        return cls.encoder(spec, cls.layout_of(spec), state, m, **overrides)
+                   options: EnvOptions | None = None, **overrides: Any) -> np.ndarray:
+        """(B, size) box observations of B clusters; `overrides` are the encoder's (the
+        users' history `users_hist`, or capacity or time of day given by a request
+        instead of the scenario's)."""
+        return cls.encoder(spec, cls.layout_of(spec, options), state, m, **overrides)
+
+    def _history_dict(self) -> dict[str, np.ndarray]:
+        """The history entries of the dict observation (raw users), if observed."""
+        out: dict[str, np.ndarray] = {}
+        hist, opts = self._users_hist, self.options
+        if opts.history:
+            out["users_history"] = hist[0, -1 - opts.history:-1].T.astype(np.float32)
+        if opts.history_windows:
+            out["users_window"] = np.stack(
+                [np.stack([hist[0, -w:].mean(0), hist[0, -w:].max(0)], -1)
+                 for w in opts.history_windows], 1).astype(np.float32)
+        return out
+
+    def _history_spaces(self) -> dict[str, gym.spaces.Box]:
+        """The spaces of :meth:`_history_dict`."""
+        s, opts = self.spec_.n_stations, self.options
+        out = {}
+        if opts.history:
+            out["users_history"] = gym.spaces.Box(0.0, MAX_USERS, (s, opts.history), np.float32)
+        if opts.history_windows:
+            out["users_window"] = gym.spaces.Box(0.0, MAX_USERS,
+                                                 (s, len(opts.history_windows), 2), np.float32)
+        return out
 
     @classmethod
     def head_views(cls, options: EnvOptions) -> list[list[int]] | None:
@@ -234,6 +261,12 @@ class ClusterEnv(gym.Env):
             start = int(self.np_random.integers(self._start_slots))
         self.state, self.last = self.backend.reset(start, self.np_random)
         self.steps = 0
+        if self._hist_len:
+            if self._replay is not None:  # the slots before, from the replayed day
+                self._users_hist = initial_history(self._replay, self.state.slot - 1,
+                                                   self._hist_len)
+            else:  # a real cluster: its first measurement stands for the slots before
+                self._users_hist = np.repeat(self.last.users[:, None, :], self._hist_len, 1)
         return self._observe(), {"slot": int(self.state.slot[0])}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -255,6 +288,8 @@ class ClusterEnv(gym.Env):
                 if exc.state is not None:
                     self.state = exc.state
         self.state, self.last = self.backend.advance(self.state, self.np_random)
+        if self._users_hist is not None:
+            push(self._users_hist, self.last.users)
         self.steps += 1
         metrics = core.step_metrics(self.spec_, self.last, self.state.replicas,
                                     self._current_nodes())[0]
@@ -270,7 +305,7 @@ class ClusterEnv(gym.Env):
     def cluster_view(self) -> ClusterView:
         """The cluster as policies may see it: read-only copies, no access to the backend."""
         return ClusterView.of(self.spec_, self.action_space, self.state, self.last,
-                              self._replay)
+                              self._replay, self._users_hist)
 
     def _current_nodes(self) -> np.ndarray:
         """(1, D) node of each deployment, or the node it is moving to."""

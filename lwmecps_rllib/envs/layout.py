@@ -54,9 +54,11 @@ class ObsLayout:
     Args:
         blocks: `(name, shape, low, high)` or `(name, shape, low, high, columns)` in
             observation order; offsets follow from the shapes.
+        meta: What else the encoder needs to fill the blocks (e.g. `history_windows`).
     """
 
-    def __init__(self, blocks: list[tuple]) -> None:
+    def __init__(self, blocks: list[tuple], meta: dict | None = None) -> None:
+        self.meta = dict(meta or {})
         out, start = [], 0
         for item in blocks:
             name, shape, low, high, *cols = item

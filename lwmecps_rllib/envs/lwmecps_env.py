@@ -10,6 +10,7 @@ from gymnasium import spaces
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
+from lwmecps_rllib.envs.history import history_blocks, history_meta, write_history
 from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario
 from lwmecps_rllib.spec import EnvOptions
@@ -35,7 +36,7 @@ def placement_pod_use(spec: ClusterSpec) -> np.ndarray:
 RESOURCE_COLUMNS = ("cpu", "ram", "tx", "rx", "disk_read", "disk_write")
 
 
-def placement_layout(spec: ClusterSpec) -> ObsLayout:
+def placement_layout(spec: ClusterSpec, options: EnvOptions | None = None) -> ObsLayout:
     """The flat observation of LWMECPSEnv and LWMECPSEnv2 (see LWMECPSEnv2's docstring).
 
     Per node: the free fraction of each resource, the latency over
@@ -45,11 +46,13 @@ def placement_layout(spec: ClusterSpec) -> ObsLayout:
     columns = (*(f"{c}_free" for c in RESOURCE_COLUMNS), "latency",
                *(f"deployment_{d}" for d in range(spec.n_deployments)))
     return ObsLayout([("nodes", (spec.n_nodes, len(columns)), 0.0, 1.0, columns),
-                      ("users", spec.n_stations, 0.0, 1.0)])
+                      ("users", spec.n_stations, 0.0, 1.0),
+                      *history_blocks(spec.n_stations, options)], history_meta(options))
 
 
 def placement_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState,
-                     m: Measurement, *, capacity: np.ndarray | None = None,
+                     m: Measurement, *, users_hist: np.ndarray | None = None,
+                     capacity: np.ndarray | None = None,
                      used: np.ndarray | None = None) -> np.ndarray:
     """(B, size) normalised observations of B clusters, in [0, 1].
 
@@ -58,6 +61,8 @@ def placement_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState,
         layout: :func:`placement_layout` of `spec`.
         state: The clusters' states.
         m: Their last measurement.
+        users_hist: (B, H, S) users of the last measured slots, newest last (needed when
+            the layout has history blocks).
         capacity: (N, 6) node capacity, instead of the scenario's.
         used: (B, N, 6) resources in use, instead of pods x a pod's use (NaN: that).
     """
@@ -73,8 +78,10 @@ def placement_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState,
     onehot = (state.node_of[:, None, :] == np.arange(spec.n_nodes)[None, :, None])
     per_node = np.concatenate([free, lat, onehot], axis=2).reshape(b, -1)
     users = np.clip(m.users / sc.max_users, 0.0, 1.0)
-    out = np.concatenate([per_node, users], axis=1).astype(np.float32)
-    assert out.shape[1] == layout.size
+    base = np.concatenate([per_node, users], axis=1)
+    out = np.empty((b, layout.size), np.float32)
+    out[:, :base.shape[1]] = base
+    write_history(layout, out, users_hist, sc.max_users)
     return out
 
 
@@ -89,7 +96,7 @@ class PlacementEnv(ClusterEnv):
         super().__init__(options, **fields)
         spec = self.spec_
         n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
-        self.layout = placement_layout(spec)
+        self.layout = placement_layout(spec, self.options)
         if self.obs_format == "box":
             self.observation_space = self.layout.space()
         else:
@@ -99,6 +106,7 @@ class PlacementEnv(ClusterEnv):
             self.observation_space = spaces.Dict({
                 "nodes": spaces.Box(np.zeros_like(high), high, dtype=np.float32),
                 "users": spaces.Box(0.0, MAX_USERS, shape=(s,), dtype=np.float32),
+                **self._history_spaces(),
             })
         self._ones = np.ones((1, d), np.int64)
 
@@ -128,13 +136,15 @@ class PlacementEnv(ClusterEnv):
 
     def _observe(self) -> Any:
         if self.obs_format == "box":
-            return placement_encode(self.spec_, self.layout, self.state, self.last)[0]
+            return placement_encode(self.spec_, self.layout, self.state, self.last,
+                                    users_hist=self._users_hist)[0]
         spec = self.spec_
         pods = core.pods_per_node(spec, self.state.replicas, self.state.node_of)[0]
         free = placement_capacity(spec) - pods[:, None] * placement_pod_use(spec)
         lat = np.minimum(self.last.node_avg_latency_ms[0], self.scenario.failed_latency_ms)
         nodes = np.concatenate([np.maximum(free, 0.0), lat[:, None], pods[:, None]], axis=1)
-        return {"nodes": nodes.astype(np.float32), "users": self.last.users[0].astype(np.float32)}
+        return {"nodes": nodes.astype(np.float32), "users": self.last.users[0].astype(np.float32),
+                **self._history_dict()}
 
 
 class LWMECPSEnv(PlacementEnv):

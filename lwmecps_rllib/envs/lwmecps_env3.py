@@ -10,6 +10,7 @@ from gymnasium import spaces
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
+from lwmecps_rllib.envs.history import history_blocks, history_meta, write_history
 from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario, load_scenario
 from lwmecps_rllib.spec import EnvOptions
@@ -26,16 +27,18 @@ def env3_spec(scenario: Scenario) -> ClusterSpec:
     return ClusterSpec.build(scenario, pinned=True)
 
 
-def env3_layout(spec: ClusterSpec) -> ObsLayout:
-    """LWMECPSEnv3's flat observation (see the class docstring)."""
+def env3_layout(spec: ClusterSpec, options: EnvOptions | None = None) -> ObsLayout:
+    """LWMECPSEnv3's flat observation (see the class docstring), with the users' history
+    the options ask for (:mod:`lwmecps_rllib.envs.history`)."""
     n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
     return ObsLayout([("nodes", (n, len(NODE_COLUMNS)), 0.0, 1.0, NODE_COLUMNS),
                       ("replicas", d, 0.0, 1.0), ("ready", d, 0.0, 1.0),
-                      ("users", s, 0.0, 1.0), ("time_of_day", 2, -1.0, 1.0, ("sin", "cos"))])
+                      ("users", s, 0.0, 1.0), ("time_of_day", 2, -1.0, 1.0, ("sin", "cos")),
+                      *history_blocks(s, options)], history_meta(options))
 
 
 def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Measurement,
-                *, cap_norm: np.ndarray | None = None,
+                *, users_hist: np.ndarray | None = None, cap_norm: np.ndarray | None = None,
                 phase: np.ndarray | None = None) -> np.ndarray:
     """(B, size) flat observations of B clusters, in the layout's bounds.
 
@@ -44,6 +47,8 @@ def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Me
         layout: :func:`env3_layout` of `spec`.
         state: The clusters' states.
         m: Their last measurement.
+        users_hist: (B, H, S) users of the last measured slots, newest last (needed when
+            the layout has history blocks).
         cap_norm: (N, 4) node capacity over the largest, to use instead of the scenario's.
         phase: (B,) time of day in radians, instead of the one of the state's slot.
     """
@@ -56,6 +61,7 @@ def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Me
                      spec.cap_norm if cap_norm is None else cap_norm, spec.max_pods,
                      spec.failed_latency_ms, spec.max_users, spec.scenario.slot_s,
                      np.asarray(phase, np.float64), offsets, out)
+    write_history(layout, out, users_hist, spec.max_users)
     return out
 
 
@@ -63,16 +69,24 @@ def env3_head_views(spec: ClusterSpec, layout: ObsLayout) -> list[list[int]]:
     """Per deployment, the indices of the box observation that describe it alone.
 
     For deployment `d` (served from node `h`, serving station `s`): the users of `s`,
-    the replicas and the ready replicas of `d`, and the latency of `h`, in that order.
+    the replicas and the ready replicas of `d`, and the latency of `h`, in that order;
+    then, when observed, the users' history of `s` and its windows (mean, max).
     Algorithms that factorise the action per deployment can look at these few features
     (tabular Q-learning's shared table) or share one network across deployments.
     """
     views = []
     for d in range(spec.n_deployments):
         station = int(np.flatnonzero(spec.station_deployment == d)[0])
-        views.append([layout.index("users", station), layout.index("replicas", d),
-                      layout.index("ready", d),
-                      layout.index("nodes", int(spec.home_node[d]), "latency")])
+        view = [layout.index("users", station), layout.index("replicas", d),
+                layout.index("ready", d), layout.index("nodes", int(spec.home_node[d]),
+                                                       "latency")]
+        if "users_history" in layout:
+            view += [layout.index("users_history", station, j)
+                     for j in range(layout["users_history"].shape[1])]
+        if "users_window" in layout:
+            view += [layout.index("users_window", station, w, c)
+                     for w in range(layout["users_window"].shape[1]) for c in range(2)]
+        views.append(view)
     return views
 
 
@@ -191,7 +205,7 @@ class LWMECPSEnv3(ClusterEnv):
         super().__init__(options, **fields)
         spec = self.spec_
         self.action_space = spaces.MultiDiscrete([spec.max_pods + 1] * spec.n_deployments)
-        self.layout = env3_layout(spec)
+        self.layout = env3_layout(spec, self.options)
         if self.obs_format == "box":
             self.observation_space = self.layout.space()
         else:
@@ -209,7 +223,7 @@ class LWMECPSEnv3(ClusterEnv):
     def head_views(cls, options: EnvOptions) -> list[list[int]]:
         """See :func:`env3_head_views`."""
         spec = env3_spec(load_scenario(options.scenario))
-        return env3_head_views(spec, env3_layout(spec))
+        return env3_head_views(spec, env3_layout(spec, options))
 
     @classmethod
     def action_costs(cls, options: EnvOptions, limit: int = 4096) -> list[float] | None:
@@ -241,6 +255,7 @@ class LWMECPSEnv3(ClusterEnv):
             "nodes": spaces.Dict(nodes),
             "users": spaces.Box(0.0, MAX_USERS, shape=(spec.n_stations,), dtype=np.float32),
             "time_of_day": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+            **self._history_spaces(),
         })
 
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +274,8 @@ class LWMECPSEnv3(ClusterEnv):
 
     def _observe(self) -> Any:
         if self.obs_format == "box":
-            return env3_encode(self.spec_, self.layout, self.state, self.last)[0]
+            return env3_encode(self.spec_, self.layout, self.state, self.last,
+                               users_hist=self._users_hist)[0]
         spec, sc, m = self.spec_, self.scenario, self.last
         replicas = self.state.replicas[0]
         lat = np.minimum(m.node_avg_latency_ms[0], sc.failed_latency_ms)
@@ -280,4 +296,5 @@ class LWMECPSEnv3(ClusterEnv):
             }
         phase = 2.0 * np.pi * (self.state.slot[0] % sc.n_slots) / sc.n_slots
         return {"nodes": nodes, "users": m.users[0].astype(f32),
-                "time_of_day": np.array([np.sin(phase), np.cos(phase)], f32)}
+                "time_of_day": np.array([np.sin(phase), np.cos(phase)], f32),
+                **self._history_dict()}

@@ -11,6 +11,7 @@ from gymnasium.vector.utils import batch_space
 
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.envs.base import replay_trace
+from lwmecps_rllib.envs.history import history_length, initial_history, push
 from lwmecps_rllib.envs.lwmecps_env3 import env3_encode, env3_layout, env3_spec
 from lwmecps_rllib.scenarios import load_scenario
 from lwmecps_rllib.spec import EnvOptions, check_choice
@@ -56,7 +57,9 @@ class LWMECPSEnv3Vector(VectorEnv):
         self.num_envs = num_envs
         self.episode_length = opts.episode_length or self.scenario.episode_length
         self.spec_ = env3_spec(self.scenario)
-        self.layout = env3_layout(self.spec_)
+        self.layout = env3_layout(self.spec_, opts)
+        self._hist_len = history_length(opts) if (opts.history or opts.history_windows) else 0
+        self._users_hist: np.ndarray | None = None
         self.single_observation_space = self.layout.space()
         self.single_action_space = spaces.MultiDiscrete(
             [self.spec_.max_pods + 1] * self.spec_.n_deployments)
@@ -98,7 +101,10 @@ class LWMECPSEnv3Vector(VectorEnv):
                                              n_slots=1)
         self.steps[:] = 0
         self._autoreset[:] = False
-        return env3_encode(self.spec_, self.layout, self.state, self.last), {}
+        if self._hist_len:
+            self._users_hist = initial_history(self.trace, self.state.slot - 1, self._hist_len)
+        return env3_encode(self.spec_, self.layout, self.state, self.last,
+                           users_hist=self._users_hist), {}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                  dict[str, Any]]:
@@ -140,7 +146,12 @@ class LWMECPSEnv3Vector(VectorEnv):
         self.state, self.last = state, m
         self._autoreset = terminated | truncated
         infos = self._infos(metrics, valid, reset_rows)
-        obs = env3_encode(spec, self.layout, state, m)
+        if self._users_hist is not None:
+            push(self._users_hist, m.users)
+            if reset_rows.size:
+                self._users_hist[reset_rows] = initial_history(
+                    self.trace, state.slot[reset_rows] - 1, self._hist_len)
+        obs = env3_encode(spec, self.layout, state, m, users_hist=self._users_hist)
         return obs, reward.astype(np.float64), terminated, truncated, infos
 
     def _infos(self, metrics: np.ndarray, valid: np.ndarray,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lwmecps_rllib import atomic
+from lwmecps_rllib.spec import ENV_OPTIONS_FILE
 
 #: Stages a model can be in.
 STAGES = ("candidate", "production", "archived")
@@ -156,8 +157,12 @@ class ModelRegistry:
 
     def register(self, checkpoint: str | Path, *, algorithm: str, env: str, scenario: str,
                  config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                 stage: str = "candidate") -> ModelRecord:
+                 stage: str = "candidate",
+                 observation: dict[str, Any] | None = None) -> ModelRecord:
         """Copy `checkpoint` into the registry and record it.
+
+        `observation`: the env options that shape what the model observes
+        (`history`, ...), written beside the checkpoint when it does not record them.
 
         Raises:
             RegistryError: when the checkpoint is missing or holds no RLModule, or the
@@ -183,6 +188,8 @@ class ModelRegistry:
         def copy(tmp: Path) -> None:
             nonlocal checksum
             shutil.copytree(src, tmp, dirs_exist_ok=True)
+            if observation is not None and not (tmp / ENV_OPTIONS_FILE).exists():
+                atomic.write_json(tmp / ENV_OPTIONS_FILE, observation)
             checksum = checkpoint_checksum(tmp)
 
         try:

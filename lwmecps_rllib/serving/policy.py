@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lwmecps_rllib.cluster.core import ClusterState, Measurement
+from lwmecps_rllib.envs.history import history_length
 from lwmecps_rllib.envs.lwmecps_env import placement_capacity
 from lwmecps_rllib.envs.names import ENV_NAMES
 from lwmecps_rllib.envs.registration import env_class, env_options
@@ -31,6 +32,7 @@ from lwmecps_rllib.serving.schema import (
     RequestError,
     Resources,
 )
+from lwmecps_rllib.spec import read_observation_options
 
 
 def _users(req: PlacementRequest, stations: list[str]) -> np.ndarray:
@@ -81,17 +83,23 @@ class PlacementPolicy:
     """
 
     def __init__(self, module: Any, env: str, scenario: str, model_id: str,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None,
+                 observation: dict[str, Any] | None = None) -> None:
         if env not in ENV_NAMES:
             raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env!r}")
         self.module = module
         self.env_name = env
         self.model_id = model_id
-        self.info = {"model_id": model_id, "env": env, "scenario": scenario, **(info or {})}
         self.env_cls = env_class(env)
         self.sc = load_scenario(scenario)
-        self.spec = self.env_cls.build_spec(self.sc, env_options(env, {"scenario": scenario}))
-        self.layout = self.env_cls.box_layout(self.spec)
+        self.options = env_options(env, {"scenario": scenario, **(observation or {})})
+        self.spec = self.env_cls.build_spec(self.sc, self.options)
+        self.layout = self.env_cls.box_layout(self.spec, self.options)
+        observed = self.options.history or self.options.history_windows
+        self.hist_len = history_length(self.options) if observed else 0
+        self.info = {"model_id": model_id, "env": env, "scenario": scenario,
+                     "observation": dict(observation or {}),
+                     "history_slots": max(self.hist_len - 1, 0), **(info or {})}
         self.obs_dim = self.layout.size
         self.pinned = self.env_cls.action_kind == "replicas"
         self.node_names = list(self.sc.node_names)
@@ -117,7 +125,7 @@ class PlacementPolicy:
 
         module = load_module(path)
         return cls(module, env, scenario, model_id or f"checkpoint:{Path(path).name}",
-                   {"checkpoint": str(path), **(info or {})})
+                   {"checkpoint": str(path), **(info or {})}, read_observation_options(path))
 
     @classmethod
     def load(cls, model: str, registry: str | Path | None = None, env: str | None = None,
@@ -156,11 +164,33 @@ class PlacementPolicy:
                     cap[node_pos[k], j] = v
         return cap
 
+    def _history(self, req: PlacementRequest, users: np.ndarray) -> np.ndarray | None:
+        """(1, H, S) users of the last slots, newest last, when the model observes them."""
+        if not self.hist_len:
+            return None
+        need = self.hist_len - 1
+        given = req.users_history or {}
+        hist = np.empty((1, self.hist_len, len(self.stations)))
+        hist[0, -1] = users
+        for i, s in enumerate(self.stations):
+            past = given.get(s)
+            if past is None or len(past) < need:
+                raise RequestError(f"users_history.{s}" if req.users_history else
+                                   "users_history",
+                                   f"this model observes the users' history: give the users "
+                                   f"of the last {need} slots before `users` for every "
+                                   f"station {self.stations}, oldest first")
+            if any(v < 0 for v in past[-need:]):
+                raise RequestError(f"users_history.{s}", "users must be >= 0")
+            hist[0, :-1, i] = past[len(past) - need:] if need else []
+        return hist
+
     def encode(self, req: PlacementRequest) -> np.ndarray:
         """The env's flat observation for a request (raises RequestError naming the field)."""
         node_pos = _index(req.nodes, self.node_names, "nodes")
         dep_pos = _index(req.deployments, self.dep_names, "deployments")
         users = _users(req, self.stations)
+        hist = self._history(req, users)
         cap = self._capacity(req, node_pos)
         n, d = len(self.node_names), len(self.dep_names)
         latency = np.zeros(n)
@@ -192,7 +222,8 @@ class PlacementPolicy:
         if self.pinned:
             phase = np.array([2.0 * math.pi * req.time_of_day_s / DAY_S])
             cap_norm = np.minimum(cap[:, :4] / self._cap_max[:4], 1.0)
-            return self.env_cls.encode_box(self.spec, state, m, cap_norm=cap_norm,
+            return self.env_cls.encode_box(self.spec, state, m, self.options,
+                                           users_hist=hist, cap_norm=cap_norm,
                                            phase=phase)[0]
         used = np.full((1, n, len(Resources.model_fields)), np.nan)
         for k, node in enumerate(req.nodes):
@@ -201,7 +232,8 @@ class PlacementPolicy:
                     v = getattr(node.usage, field)
                     if v is not None:
                         used[0, node_pos[k], j] = v
-        return self.env_cls.encode_box(self.spec, state, m, capacity=cap, used=used)[0]
+        return self.env_cls.encode_box(self.spec, state, m, self.options, users_hist=hist,
+                                       capacity=cap, used=used)[0]
 
     # -- deciding
 
@@ -255,5 +287,9 @@ def request_from_env(env: Any) -> dict[str, Any]:
             item["node"] = sc.node_names[int(view.state.node_of[0, d])]
         deps.append(item)
     users = {s.name: float(view.users[i]) for i, s in enumerate(sc.stations)}
-    return {"nodes": nodes, "deployments": deps, "users": users,
+    body = {"nodes": nodes, "deployments": deps, "users": users,
             "time_of_day_s": float((view.slot % sc.n_slots) * sc.slot_s)}
+    if view.users_history is not None and len(view.users_history) > 1:
+        body["users_history"] = {s.name: view.users_history[:-1, i].tolist()
+                                 for i, s in enumerate(sc.stations)}
+    return body

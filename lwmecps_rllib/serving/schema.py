@@ -75,6 +75,11 @@ class PlacementRequest(BaseModel):
     nodes: list[NodeState] = Field(min_length=1, max_length=4096)
     deployments: list[DeploymentState] = Field(min_length=1, max_length=4096)
     users: dict[str, float] = Field(description="Users per base station in the last slot.")
+    users_history: dict[str, list[float]] | None = Field(
+        None, description="Users per base station in the slots before `users`, oldest "
+                          "first. Needed by models that observe the users' history: at "
+                          "least their `history_slots` (`GET /v1/model`) values each; the "
+                          "request stays stateless.")
     time_of_day_s: float = Field(0.0, ge=0, lt=DAY_S, description="Seconds since midnight.")
 
 

@@ -16,9 +16,14 @@ from ray.rllib.algorithms.algorithm import Algorithm
 
 from lwmecps_rllib import atomic
 from lwmecps_rllib.algorithms import build_config, canonical_name
-from lwmecps_rllib.algorithms.inference import TrainedPolicy, load_module
+from lwmecps_rllib.algorithms.inference import TrainedPolicy
 from lwmecps_rllib.algorithms.metrics import flat_metrics
-from lwmecps_rllib.spec import EnvOptions, TrainingSpec
+from lwmecps_rllib.spec import (
+    ENV_OPTIONS_FILE,
+    EnvOptions,
+    TrainingSpec,
+    observation_options,
+)
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -45,9 +50,16 @@ def ensure_ray(address: str | None = None) -> None:
 def save_atomic(algo: Algorithm, path: str | Path) -> Path:
     """Checkpoint `algo` to `path` atomically (:func:`lwmecps_rllib.atomic.folder`).
 
-    A crash mid-save leaves the previous checkpoint (if any) intact.
+    The folder also records the env options that shape the observation
+    (`env_options.json`), which serving and `evaluate --model` read back. A crash
+    mid-save leaves the previous checkpoint (if any) intact.
     """
-    return atomic.write_folder(path, lambda tmp: algo.save_to_path(str(tmp)))
+    def fill(tmp: Path) -> None:
+        algo.save_to_path(str(tmp))
+        record = observation_options(dict(algo.config.env_config or {}))
+        atomic.write_json(tmp / ENV_OPTIONS_FILE, record)
+
+    return atomic.write_folder(path, fill)
 
 
 def train(training: TrainingSpec, env: str = "LWMECPSEnv3", options: EnvOptions | None = None,
@@ -98,13 +110,20 @@ def train(training: TrainingSpec, env: str = "LWMECPSEnv3", options: EnvOptions 
 
 def evaluate_checkpoint(checkpoint: str | Path, env: str, options: EnvOptions,
                         baselines: list[str] | None = None, seed: int = 0,
-                        steps: int | None = None, name: str = "trained") -> dict[str, Any]:
+                        steps: int | None = None, name: str = "trained",
+                        observation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint's greedy policy over the day of `options.trace`, beside baselines
-    and the oracle (default: every baseline of the env)."""
+    and the oracle (default: every baseline of the env).
+
+    `observation`: the env options that shape what the policy observes, when the
+    checkpoint does not record them (Tune's trial checkpoints).
+    """
     from lwmecps_rllib.baselines import policies_for
     from lwmecps_rllib.evaluate import evaluate
 
-    policy = TrainedPolicy(load_module(checkpoint), name=name)
+    policy = TrainedPolicy.from_checkpoint(checkpoint, name=name)
+    if observation:
+        policy.env_overrides = dict(observation)
     names = policies_for(env) if baselines is None else baselines
     return evaluate(env, options, names, seed, steps, extra={name: policy})
 

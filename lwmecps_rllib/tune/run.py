@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from lwmecps_rllib import atomic
+from lwmecps_rllib.spec import observation_options
 from lwmecps_rllib.tune.report import metric_value, plot_trials, trial_rows
 from lwmecps_rllib.tune.schema import SweepConfig, SweepError, load_sweep
 from lwmecps_rllib.tune.space import expected_trials
@@ -112,7 +113,9 @@ def evaluate_best(cfg: SweepConfig, checkpoint: str) -> dict[str, Any]:
     """
     from lwmecps_rllib.train import algorithm_label, evaluate_checkpoint
 
+    observation = observation_options(cfg.env_options().to_env_config())
     result = evaluate_checkpoint(checkpoint, cfg.env, cfg.evaluation_options(),
+                                 observation=observation,
                                  baselines=cfg.evaluation.baselines, seed=cfg.seed,
                                  steps=cfg.evaluation.steps, name=algorithm_label(cfg.algorithm))
     for run in result["results"].values():
@@ -148,5 +151,6 @@ def register_best(cfg: SweepConfig, checkpoint: str, summary: dict[str, Any],
     config = {**cfg.params, **summary["best"]["config"], "seed": cfg.seed, "sweep": cfg.name}
     record = ModelRegistry(registry_path).register(
         checkpoint, algorithm=canonical_name(cfg.algorithm), env=cfg.env,
-        scenario=cfg.scenario, config=config, metrics=metrics)
+        scenario=cfg.scenario, config=config, metrics=metrics,
+        observation=observation_options(cfg.env_options().to_env_config()))
     return record.id

@@ -152,10 +152,15 @@ class SweepConfig(_Section):
     load_jitter: Jitter = 0.0
     """Train on copies of the day with each station's users scaled by a factor in
     [1 - j, 1 / (1 - j)] (`sim`)."""
+    history: NonNegativeInt = 0
+    """Observe the users of this many slots before the last, per station."""
+    history_windows: list[Count] = Field(default_factory=list)
+    """Observe the mean and max users per station over windows of this many slots."""
     preset: Literal["recommended"] | None = None
     """Start from the algorithm's recommended settings on the scenario
     (`lwmecps_rllib.presets`): its parameters under `params`, and its training-day
-    augmentation unless `shuffle_stations` / `load_jitter` are given."""
+    augmentation and observation unless `shuffle_stations`, `load_jitter`, `history`,
+    `history_windows` are given."""
     params: dict[str, Any] = Field(default_factory=lambda: {"discount_factor": 0.9})
     """Fixed hyper-parameters of every trial (over the preset's)."""
     model: dict[str, Any] = Field(default_factory=dict)
@@ -224,8 +229,9 @@ class SweepConfig(_Section):
                                   "backend": self.backend}
         if self.backend == "k8s":
             fields["backend_config"] = self.backend_config
-        for name in ("shuffle_stations", "load_jitter"):
-            fields[name] = (getattr(preset, name) if preset is not None and name not in given
+        preset_fields = preset.env_fields() if preset is not None else {}
+        for name in ("shuffle_stations", "load_jitter", "history", "history_windows"):
+            fields[name] = (preset_fields[name] if name in preset_fields and name not in given
                             else getattr(self, name))
         return EnvOptions.parse(fields)
 
