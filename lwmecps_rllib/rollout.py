@@ -41,8 +41,11 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
     Returns:
         A dict with `mean_reward` (per step), `mean_latency_ms` (over successful
         requests), `p95_latency_ms` (95th percentile of the steps' mean latency),
-        `failed_requests`, `mean_pods`, `steps`, `wall_s` and `series` (per step
-        `reward`, `latency`, `pods`).
+        `failed_requests`, `mean_pods`, `pod_hours`, `replica_changes` (replicas added
+        or removed, or deployments moved, summed over the steps), `slo_latency_ms` and
+        `steps_over_slo_pct` (steps whose mean latency exceeds it, see
+        :func:`slo_latency_ms`), `steps`, `wall_s` and `series` (per step `reward`,
+        `latency`, `pods`).
     """
     sc = day_scenario(options.scenario, steps)
     # A trained policy observes what it was trained with (e.g. the users' history).
@@ -55,10 +58,15 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
     reward = np.zeros(n)
     latency = np.zeros(n)
     pods = np.zeros(n)
-    ok = lat_sum = failed = 0.0
+    ok = lat_sum = failed = changes = 0.0
+    before = _decision(u)
     t0 = time.perf_counter()
     for i in range(n):
         obs, r, terminated, truncated, info = env.step(policy.act(u.cluster_view(), obs))
+        after = _decision(u)
+        changes += float(np.abs(after - before).sum()) if u.spec_.pinned else float(
+            np.count_nonzero(after != before))
+        before = after
         reward[i] = r
         latency[i] = info["latency"]
         pods[i] = info["pod_count"]
@@ -72,6 +80,7 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
     wall = time.perf_counter() - t0
     env.close()
     served = latency[latency > 0]
+    slo_ms = slo_latency_ms(sc)
     return {
         "policy": policy.name,
         "mean_reward": float(reward.mean()),
@@ -79,7 +88,24 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
         "p95_latency_ms": float(np.percentile(served, 95)) if served.size else 0.0,
         "failed_requests": int(failed),
         "mean_pods": float(pods.mean()),
+        "pod_hours": float(pods.sum() * sc.slots_per_step * sc.slot_s / 3600.0),
+        "replica_changes": int(changes),
+        "slo_latency_ms": slo_ms,
+        "steps_over_slo_pct": float(100.0 * np.mean(latency > slo_ms)) if n else 0.0,
         "steps": len(reward),
         "wall_s": round(wall, 3),
         "series": {"reward": reward.tolist(), "latency": latency.tolist(), "pods": pods.tolist()},
     }
+
+
+def _decision(env: Any) -> np.ndarray:
+    """(D,) what the env's deployments run now: replicas (pinned) or nodes."""
+    view = env.cluster_view()
+    return (view.replicas if env.spec_.pinned else view.nodes).astype(np.int64)
+
+
+def slo_latency_ms(scenario: Scenario) -> float:
+    """The latency objective of a step: twice the network floor, the mean delay from a
+    station to its own node (what a request served at home without throttling takes)."""
+    delay = np.asarray(scenario.delay_ms, dtype=np.float64)
+    return float(2.0 * delay[np.arange(scenario.n_stations), scenario.home_nodes].mean())
