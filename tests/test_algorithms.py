@@ -380,3 +380,39 @@ def test_action_costs_enter_q_and_the_joint_argmax(algo):
         build_config(algo, params={"action_costs": "false"})
     with pytest.raises(ValueError, match="action_costs=True needs an env with known"):
         _ = build_config(algo, env="LWMECPSEnv2", params={"action_costs": True}).model_config
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "qlearning"])
+@pytest.mark.parametrize("scenario", ["metro-16", "city-64"])
+def test_masked_actions_never_exceed_a_node(algo: str, scenario: str) -> None:
+    """Heterogeneous nodes (some hold fewer pods than every deployment's maximum): no
+    sampled, exploring or greedy action of our algorithms asks for more than a node holds."""
+    import torch
+
+    from lwmecps_rllib.cluster import core
+    from lwmecps_rllib.envs import make_env
+
+    cfg = get_algorithm_class(algo).get_default_config()
+    cfg.environment("LWMECPSEnv3", env_config={"scenario": scenario})
+    env = make_env("LWMECPSEnv3", {"scenario": scenario})
+    spec = cfg.get_default_rl_module_spec()
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    spec.model_config = cfg.model_config
+    torch.manual_seed(0)
+    module = spec.build()
+    cluster = env.unwrapped.spec_
+    full = np.full((1, cluster.n_deployments), cluster.max_pods)
+    assert not core.fits(cluster, full, cluster.home_node[None])[0]  # masking matters here
+    rng = np.random.default_rng(0)
+    obs = torch.as_tensor(rng.uniform(0, 1, (512, env.observation_space.shape[0])),
+                          dtype=torch.float32)
+    for out in (module.forward_exploration({"obs": obs}, t=0),
+                module.forward_inference({"obs": obs})):
+        actions = out["actions"].numpy().reshape(len(obs), -1)
+        nodes = np.broadcast_to(cluster.home_node, actions.shape)
+        assert core.fits(cluster, actions, nodes).all()
+    # Without masking (the reference's penalty path) some sampled actions do not fit.
+    cfg.training(mask_actions=False)
+    spec.model_config = cfg.model_config
+    free = spec.build().forward_exploration({"obs": obs}, t=0)["actions"].numpy()
+    assert not core.fits(cluster, free, np.broadcast_to(cluster.home_node, free.shape)).all()

@@ -118,3 +118,27 @@ def test_a_history_model_asks_for_the_history_it_observes():
     with pytest.raises(RequestError, match="users_history"):
         policy.encode(PlacementRequest(**{k: v for k, v in body.items()
                                           if k != "users_history"}))
+
+
+def test_a_masking_model_never_answers_more_than_a_node_holds():
+    import torch
+
+    from lwmecps_rllib.cluster import core
+
+    env = make_env("LWMECPSEnv3", {"scenario": "city-64", "trace": "b"})
+    cfg = get_algorithm_class("ppo").get_default_config()
+    cfg.environment("LWMECPSEnv3", env_config={"scenario": "city-64"})
+    spec = cfg.get_default_rl_module_spec()
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    spec.model_config = cfg.model_config  # with the env's action bounds
+    torch.manual_seed(0)
+    policy = PlacementPolicy(spec.build(), "LWMECPSEnv3", "city-64", "m1")
+    cluster = env.unwrapped.spec_
+    env.reset(seed=0)
+    reqs = []
+    for _ in range(20):
+        reqs.append(PlacementRequest(**request_from_env(env)))
+        env.step(env.action_space.sample())
+    for resp in policy.decide(reqs):
+        counts = np.array([[d.replicas for d in resp.decisions]])
+        assert core.fits(cluster, counts, cluster.home_node[None])[0]

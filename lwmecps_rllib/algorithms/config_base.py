@@ -67,6 +67,11 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
         # env runner need not copy every action batch to do it.
         self.normalize_actions = False
         self.clip_actions = False
+        self.mask_actions = True
+        """Never sample or pick a replica count above the deployment's share of its node
+        (`lwmecps_rllib.envs.action_bounds`), so no joint action exceeds a node's CPU or
+        memory. False: the reference's penalty path (the env answers an action that does
+        not fit with `invalid_action_reward`)."""
         self.views: str | None = None
         """How the module reads the observation per action head. `"local"`: each head
         (deployment) gets its own features (`lwmecps_rllib.envs.head_views`: its
@@ -92,6 +97,9 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
             check_param("discount_factor", kwargs["gamma"], 0.0, 1.0)
         if epsilon is not NotProvided:
             self._set_epsilon(epsilon)
+        mask = kwargs.pop("mask_actions", NotProvided)
+        if mask is not NotProvided:
+            self.mask_actions = check_flag("mask_actions", mask)
         views = kwargs.pop("views", NotProvided)
         if views is not NotProvided:
             if views not in VIEWS:
@@ -159,7 +167,8 @@ def known_action_costs(config: Any) -> list[float] | None:
     from lwmecps_rllib.envs import action_costs
 
     env = config.env if isinstance(config.env, str) else None
-    costs = action_costs(env, config.env_config) if env else None
+    masked = bool(getattr(config, "mask_actions", False))
+    costs = action_costs(env, config.env_config, masked=masked) if env else None
     if costs is None:
         scenario = (config.env_config or {}).get("scenario", "testbed-4bs")
         scenario = getattr(scenario, "name", scenario)
@@ -168,6 +177,16 @@ def known_action_costs(config: Any) -> list[float] | None:
                          f"nodes), got env {config.env!r} on scenario {scenario!r}; "
                          f"use action_costs=False")
     return costs
+
+
+def known_action_bounds(config: Any) -> list[int] | None:
+    """The env's per-head bounds when `config.mask_actions` is set and the env has them."""
+    if not getattr(config, "mask_actions", False) or not isinstance(config.env, str):
+        return None
+    from lwmecps_rllib.envs import action_bounds
+    from lwmecps_rllib.envs.names import ENV_NAMES
+
+    return action_bounds(config.env, config.env_config) if config.env in ENV_NAMES else None
 
 
 class FactorisedQConfig(LWMECPSAlgorithmConfig):
@@ -212,4 +231,5 @@ class FactorisedQConfig(LWMECPSAlgorithmConfig):
         return {"epsilon_start": self.epsilon_start, "epsilon": self.epsilon,
                 "epsilon_timesteps": self.epsilon_timesteps,
                 "head_features": self.head_features(default="local"),
-                "reward_scale": self.reward_scale, "action_costs": known_action_costs(self)}
+                "reward_scale": self.reward_scale, "action_costs": known_action_costs(self),
+                "action_bounds": known_action_bounds(self)}

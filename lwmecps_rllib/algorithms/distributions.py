@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -77,3 +79,31 @@ def categorical_logp_entropy(logits: torch.Tensor, dims: list[int],
         logp = logp + lsm.gather(-1, a[..., None]).squeeze(-1).sum(-1)
         entropy = entropy - (lsm.exp() * lsm).sum(-1).sum(-1)
     return logp, entropy
+
+
+def allowed_values(dims: list[int], bounds: Any) -> torch.Tensor | None:
+    """(sum(dims),) True where a head's value is within its bound; None when all are.
+
+    Args:
+        dims: Choices per action dimension.
+        bounds: Per head, the largest value allowed (`model_config["action_bounds"]`),
+            or None.
+
+    Raises:
+        ValueError: unless `bounds` gives one value in [0, dims[d] - 1] per head.
+    """
+    if bounds is None:
+        return None
+    b = [int(x) for x in bounds]
+    if len(b) != len(dims) or any(not 0 <= x < n for x, n in zip(b, dims, strict=True)):
+        raise ValueError(f"action_bounds must give, for each of the {len(dims)} action heads, "
+                         f"a value in [0, choices - 1], got {bounds!r}")
+    if all(x == n - 1 for x, n in zip(b, dims, strict=True)):
+        return None
+    return torch.cat([torch.arange(n) <= x for x, n in zip(b, dims, strict=True)])
+
+
+def mask_logits(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """Logits with the values outside the bounds pushed to -1e9 (probability 0, and a
+    finite log-softmax, so entropies and losses stay finite)."""
+    return logits if allowed is None else logits.masked_fill(~allowed, -1e9)

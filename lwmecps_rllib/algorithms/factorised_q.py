@@ -10,6 +10,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
+from lwmecps_rllib.algorithms.distributions import allowed_values
 from lwmecps_rllib.algorithms.networks import action_dims
 
 #: Training forward output: the heads' Q-values of the observations (list of (B, nvec[d])).
@@ -61,6 +62,10 @@ class FactorisedQModule(TorchRLModule):
     exploration with the linear schedule of `model_config` (`epsilon_start`, `epsilon`,
     `epsilon_timesteps`). Actions are returned directly, so no action distribution.
 
+    With `model_config["action_bounds"]` (per head the largest value allowed: the env's
+    share of each deployment's node) the greedy and the exploring actions stay within the
+    bounds, so no joint action exceeds a node.
+
     With `model_config["action_costs"]` (one cost per joint action, in C order of the
     action dimensions, from :func:`lwmecps_rllib.envs.action_costs`) the value is
     `Q(s, a) = mean_d Q_d(s, a_d) - reward_scale * cost(a)` and the greedy action is the
@@ -74,6 +79,13 @@ class FactorisedQModule(TorchRLModule):
         self._eps = (float(self.model_config.get("epsilon_start", 1.0)),
                      float(self.model_config.get("epsilon", 0.05)),
                      int(self.model_config.get("epsilon_timesteps", 20000)))
+        bounds = self.model_config.get("action_bounds")
+        self._allowed = [None] * len(self._dims)
+        self._upper = list(self._dims)
+        if allowed_values(self._dims, bounds) is not None:
+            self._upper = [int(b) + 1 for b in bounds]
+            self._allowed = [torch.arange(n) <= int(b)
+                             for n, b in zip(self._dims, bounds, strict=True)]
         costs = self.model_config.get("action_costs")
         self._costed = costs is not None
         if self._costed:
@@ -88,6 +100,8 @@ class FactorisedQModule(TorchRLModule):
             self.register_buffer("_cost", costs * scale, persistent=False)
             self.register_buffer("_joint", torch.as_tensor(joint.copy()), persistent=False)
             self.register_buffer("_strides", torch.as_tensor(strides.copy()), persistent=False)
+            within = np.all(joint < np.asarray(self._upper), axis=1)
+            self._joint_allowed = None if within.all() else torch.as_tensor(within)
 
     def q_value(self, heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
         """(B,) `Q(s, a)` of the taken actions: the heads' mean, less the known cost.
@@ -112,9 +126,13 @@ class FactorisedQModule(TorchRLModule):
         (the cost couples the heads).
         """
         if not self._costed:
-            return torch.stack([q.argmax(-1) for q in heads], -1)
+            return torch.stack([(q if ok is None else q.masked_fill(~ok, -torch.inf)).argmax(-1)
+                                for q, ok in zip(heads, self._allowed, strict=True)], -1)
         total = sum(q[:, self._joint[:, d]] for d, q in enumerate(heads)) / len(heads)
-        return self._joint[(total - self._cost).argmax(-1)]
+        value = total - self._cost
+        if self._joint_allowed is not None:
+            value = value.masked_fill(~self._joint_allowed, -torch.inf)
+        return self._joint[value.argmax(-1)]
 
     def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """Q-values of every head: a list of (B, nvec[d]) tensors."""
@@ -135,7 +153,7 @@ class FactorisedQModule(TorchRLModule):
         with torch.no_grad():
             greedy = self._greedy(batch[Columns.OBS])
             n = greedy.shape[0]
-            rand = torch.stack([torch.randint(0, k, (n,)) for k in self._dims], -1)
+            rand = torch.stack([torch.randint(0, k, (n,)) for k in self._upper], -1)
             explore = torch.rand(n) < linear_epsilon(t, *self._eps)
             if self._discrete:
                 rand = rand[:, 0]

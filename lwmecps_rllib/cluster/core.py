@@ -310,6 +310,22 @@ def fits(spec: ClusterSpec, replicas: np.ndarray, nodes: np.ndarray) -> np.ndarr
     return kernels.fits(replicas, nodes, spec.pod_request, spec.node_cap)
 
 
+def replica_bounds(spec: ClusterSpec) -> np.ndarray:
+    """(D,) most replicas of each pinned deployment such that ANY combination fits.
+
+    The factorisation of the nodes' CPU and memory among the deployments pinned to them:
+    node `n` holds `C_n = floor(min(cpu / cpu_request, ram / ram_request))` pods, and each
+    of its `k_n` deployments may run up to `C_n // k_n` of them (and at most `max_pods`).
+    Every joint action within these bounds fits every node, so a policy that keeps each
+    deployment within its bound never asks for more than a node holds.
+    """
+    per_node = np.floor(np.minimum(spec.node_cap[:, 0] / spec.pod_request[0],
+                                   spec.node_cap[:, 1] / spec.pod_request[1]) + 1e-9)
+    sharing = np.bincount(spec.home_node, minlength=spec.n_nodes)
+    share = per_node[spec.home_node] // np.maximum(sharing[spec.home_node], 1)
+    return np.minimum(share, spec.max_pods).astype(np.int64)
+
+
 def pods_per_node(spec: ClusterSpec, replicas: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     """(B, N) pods on each node."""
     b = replicas.shape[0]

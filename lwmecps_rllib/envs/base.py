@@ -231,8 +231,16 @@ class ClusterEnv(gym.Env):
         return None
 
     @classmethod
-    def action_costs(cls, options: EnvOptions, limit: int = 4096) -> list[float] | None:
-        """Per joint action, the part of a step's cost the action alone fixes (or None)."""
+    def action_costs(cls, options: EnvOptions, limit: int = 4096,
+                     masked: bool = False) -> list[float] | None:
+        """Per joint action, the part of a step's cost the action alone fixes (or None);
+        `masked`: only the joint actions within :meth:`action_bounds` need to fit."""
+        return None
+
+    @classmethod
+    def action_bounds(cls, options: EnvOptions) -> list[int] | None:
+        """Per action head, the largest value a policy may pick so that any joint action
+        within the bounds fits the nodes (None: no such factorisation)."""
         return None
 
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:

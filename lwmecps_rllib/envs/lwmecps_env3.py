@@ -90,20 +90,22 @@ def env3_head_views(spec: ClusterSpec, layout: ObsLayout) -> list[list[int]]:
     return views
 
 
-def env3_action_costs(spec: ClusterSpec) -> np.ndarray | None:
+def env3_action_costs(spec: ClusterSpec, bounds: np.ndarray | None = None) -> np.ndarray | None:
     """The reward's part fixed by the action alone, for every joint action.
 
     Returns a (prod(nvec),) array, joint actions in C order of the replica counts
     (`np.ravel_multi_index`): `replica_cost * replicas + imbalance_weight *
     imbalance`, what the step's reward subtracts besides the latency term. The
     deployments are pinned, so the counts alone fix both terms. None when some joint
-    action does not fit the nodes: such a step gets `invalid_action_reward` instead, so
-    the reward is not latency plus this cost for every action.
+    action (within `bounds`, per deployment, when given: a policy masks the rest) does
+    not fit the nodes: such a step gets `invalid_action_reward` instead, so the reward is
+    not latency plus this cost for every action.
     """
     n_d = spec.n_deployments
     counts = np.indices((spec.max_pods + 1,) * n_d).reshape(n_d, -1).T.copy()
     nodes = np.broadcast_to(spec.home_node, counts.shape).copy()
-    if not core.fits(spec, counts, nodes).all():
+    allowed = np.ones(len(counts), bool) if bounds is None else np.all(counts <= bounds, 1)
+    if not core.fits(spec, counts[allowed], nodes[allowed]).all():
         return None
     quiet = Measurement.zeros(len(counts), spec.n_nodes, spec.n_stations)
     return -core.step_metrics(spec, quiet, counts, nodes)[:, kernels.M_REWARD]
@@ -226,14 +228,21 @@ class LWMECPSEnv3(ClusterEnv):
         return env3_head_views(spec, env3_layout(spec, options))
 
     @classmethod
-    def action_costs(cls, options: EnvOptions, limit: int = 4096) -> list[float] | None:
+    def action_costs(cls, options: EnvOptions, limit: int = 4096,
+                     masked: bool = False) -> list[float] | None:
         """See :func:`env3_action_costs`; None above `limit` joint actions or when some
-        joint action does not fit the nodes."""
+        joint action (within :meth:`action_bounds` when `masked`) does not fit."""
         spec = env3_spec(load_scenario(options.scenario))
         if (spec.max_pods + 1) ** spec.n_deployments > limit:
             return None
-        costs = env3_action_costs(spec)
+        costs = env3_action_costs(spec, core.replica_bounds(spec) if masked else None)
         return None if costs is None else costs.tolist()
+
+    @classmethod
+    def action_bounds(cls, options: EnvOptions) -> list[int]:
+        """Replicas each deployment may run so that any combination fits its node
+        (:func:`lwmecps_rllib.cluster.core.replica_bounds`)."""
+        return core.replica_bounds(env3_spec(load_scenario(options.scenario))).tolist()
 
     def _dict_space(self) -> spaces.Dict:
         spec, sc = self.spec_, self.scenario

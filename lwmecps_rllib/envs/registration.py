@@ -82,16 +82,28 @@ def head_views(name: str, config: dict[str, Any] | EnvOptions | None = None
 
 
 def action_costs(name: str, config: dict[str, Any] | EnvOptions | None = None,
-                 limit: int = 4096) -> list[float] | None:
+                 limit: int = 4096, masked: bool = False) -> list[float] | None:
     """Per joint action, the part of the step's cost the action alone fixes, or None.
 
     LWMECPSEnv3 charges `replica_cost` per replica and `imbalance_weight` times the
     nodes' imbalance, both functions of the replica counts alone (see
     :func:`lwmecps_rllib.envs.lwmecps_env3.env3_action_costs`). None for the other envs,
     when there are more than `limit` joint actions, and when some joint action does not
-    fit the nodes.
+    fit the nodes (with `masked`, only the joint actions within :func:`action_bounds`
+    count: a masking policy never takes the others).
     """
-    return env_class(name).action_costs(env_options(name, config), limit)
+    return env_class(name).action_costs(env_options(name, config), limit, masked)
+
+
+def action_bounds(name: str, config: dict[str, Any] | EnvOptions | None = None
+                  ) -> list[int] | None:
+    """Per action head, the largest value a masking policy may pick, or None.
+
+    LWMECPSEnv3: each deployment's share of its node
+    (:func:`lwmecps_rllib.cluster.core.replica_bounds`), so that any joint action
+    within the bounds fits every node. None for the placement envs.
+    """
+    return env_class(name).action_bounds(env_options(name, config))
 
 
 def register_rllib_envs() -> None:

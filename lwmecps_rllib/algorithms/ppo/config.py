@@ -19,7 +19,11 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from lwmecps_rllib.algorithms.config_base import LWMECPSAlgorithmConfig, check_param
+from lwmecps_rllib.algorithms.config_base import (
+    LWMECPSAlgorithmConfig,
+    check_param,
+    known_action_bounds,
+)
 
 
 class PPOConfig(LWMECPSAlgorithmConfig):
@@ -95,7 +99,8 @@ class PPOConfig(LWMECPSAlgorithmConfig):
     @property
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        return {"head_features": self.head_features(default="global")}
+        return {"head_features": self.head_features(default="global"),
+                "action_bounds": known_action_bounds(self)}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

@@ -15,7 +15,11 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from lwmecps_rllib.algorithms.distributions import sample_categoricals
+from lwmecps_rllib.algorithms.distributions import (
+    allowed_values,
+    mask_logits,
+    sample_categoricals,
+)
 from lwmecps_rllib.algorithms.networks import action_dims, heads_mlp, mlp
 
 
@@ -27,6 +31,9 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
     categoricals, one per deployment, whose logits the policy net outputs side by side.
     When acting, the module draws the actions itself (and their log-probability, which
     the loss needs); training reads the logits through `action_dist_cls`.
+
+    With `action_bounds` (the env's per-deployment share of its node) the logits of
+    larger values are masked: no joint action it samples or picks exceeds a node.
 
     With `head_features` (one list of observation indices per head, `views="local"`)
     the policy is one network shared by all heads: head `d` reads its own features
@@ -41,6 +48,8 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
         self._dims = action_dims(self.action_space)
         self._discrete = len(self._dims) == 1 and not self.action_space.shape
         self.pi = heads_mlp(self.model_config, self._dims, obs_dim, hidden)
+        allowed = allowed_values(self._dims, self.model_config.get("action_bounds"))
+        self.register_buffer("_allowed", allowed, persistent=False)
         self.vf = mlp(obs_dim, hidden, 1)
         if self._discrete:
             self.action_dist_cls = TorchCategorical
@@ -49,8 +58,9 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
                 input_lens=self._dims)
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
-        """(B, sum(nvec)) action logits, the heads side by side."""
-        return self.pi(obs.flatten(1))
+        """(B, sum(nvec)) action logits, the heads side by side; values above a head's
+        bound (`action_bounds`) masked, so they are never sampled or picked."""
+        return mask_logits(self.pi(obs.flatten(1)), self._allowed)
 
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
