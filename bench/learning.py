@@ -5,7 +5,12 @@ Also measures training throughput: our PPO on LWMECPSEnv3 against the same PPO
 configuration on CartPole-v1, in the same process.
 
     python bench/learning.py [--algos ppo,dqn,qlearning] [--scenarios testbed-4bs-peak,testbed-4bs]
-                             [--steps '{"ppo": 1000000, ...}' | N] [--seed 0]
+                             [--steps '{"ppo": 1000000, ...}' | N] [--seeds 0,1,2]
+
+Per scenario: per seed, the trained policies and every baseline over trace B (mean
+reward, latency, failed requests, pods, pod-hours, replica changes, steps over the
+latency objective) and the share of the best heuristic's distance to the oracle each
+policy closes; then the mean and the worst over the seeds.
 
 Every algorithm trains with its recommended preset (`lwmecps_rllib.presets`): its
 parameters, training-day augmentation and env-step budget.
@@ -30,7 +35,7 @@ from lwmecps_rllib.algorithms.inference import TrainedPolicy
 from lwmecps_rllib.baselines import policies_for
 from lwmecps_rllib.evaluate import evaluate
 from lwmecps_rllib.presets import RECOMMENDED, recommended
-from lwmecps_rllib.spec import Budget, EnvOptions
+from lwmecps_rllib.spec import Budget, EnvOptions, observation_options
 from lwmecps_rllib.train import ensure_ray, train
 
 
@@ -89,6 +94,68 @@ def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
     return {k: round(v, 3) for k, v in out.items()}
 
 
+TABLE_COLUMNS = ("mean_reward", "mean_latency_ms", "p95_latency_ms", "failed_requests",
+                 "mean_pods", "pod_hours", "replica_changes", "steps_over_slo_pct", "wall_s")
+
+
+def run_seed(scenario: str, seed: int, algos: list[str], budgets: dict[str, int],
+             overrides: dict[str, dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Train every algorithm with one seed, then run it over trace B beside the baselines."""
+    trained, training = {}, {}
+    for algo_name in algos:
+        t0 = time.perf_counter()
+        preset = recommended(algo_name, scenario)
+        spec = preset.training(seed, **overrides.get(algo_name, {})).replace(
+            budget=Budget(env_steps=budgets[algo_name]))
+        options = preset.env_options(scenario)
+        algo, history = train(spec, "LWMECPSEnv3", options)
+        module = algo.learner_group._learner.module["default_policy"]
+        trained[algo_name] = TrainedPolicy(module, algo_name,
+                                           observation_options(options.to_env_config()))
+        training[algo_name] = {
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "env_steps": int(history[-1]["env/env_steps_lifetime"]),
+            "iterations": len(history),
+            "final_train_return": round(history[-1]["env/total_reward"], 2),
+        }
+        algo.stop()
+        print(f"{scenario} seed {seed} {algo_name}: {training[algo_name]}", file=sys.stderr,
+              flush=True)
+    result = evaluate("LWMECPSEnv3", EnvOptions(scenario=scenario, trace="b"), names, seed,
+                      extra=trained)
+    table = {k: {c: r[c] for c in TABLE_COLUMNS} for k, r in result["results"].items()}
+    verdict = {}
+    if "oracle" in table:
+        oracle = table["oracle"]["mean_reward"]
+        heur = {k: v["mean_reward"] for k, v in table.items()
+                if k not in trained and k != "oracle"}
+        best = max(heur, key=heur.get) if heur else None
+        for a in trained:
+            r = table[a]["mean_reward"]
+            verdict[a] = {
+                "gap_to_oracle_pct": round(100 * (r - oracle) / abs(oracle), 2),
+                "beats_every_heuristic": bool(heur) and all(r > h for h in heur.values()),
+                "best_heuristic": best,
+                # The share of the best heuristic's distance to the oracle that it closes.
+                "gap_closed": (round((r - heur[best]) / (oracle - heur[best]), 3)
+                               if best and oracle != heur[best] else None),
+            }
+    return {"training": training, "trace_b": table, "verdict": verdict}
+
+
+def summarize(per_seed: dict[int, dict[str, Any]], algos: list[str]) -> dict[str, Any]:
+    """Per algorithm over the seeds: mean and worst reward and gap closed."""
+    out = {}
+    for a in algos:
+        rewards = [run["trace_b"][a]["mean_reward"] for run in per_seed.values()]
+        closed = [run["verdict"][a]["gap_closed"] for run in per_seed.values()
+                  if run["verdict"].get(a, {}).get("gap_closed") is not None]
+        out[a] = {"mean_reward": float(np.mean(rewards)), "worst_reward": float(min(rewards)),
+                  "gap_closed_mean": float(np.mean(closed)) if closed else None,
+                  "gap_closed_worst": float(min(closed)) if closed else None}
+    return out
+
+
 def main() -> None:
     """Run and print JSON."""
     p = argparse.ArgumentParser()
@@ -97,13 +164,14 @@ def main() -> None:
     p.add_argument("--steps", default=None,
                    help="env-step budget: one number for all, or JSON per algorithm "
                         "(default: each preset's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     p.add_argument("--baselines", default="all", help="'all', 'none' or a comma list")
     p.add_argument("--throughput-steps", type=int, default=20_000)
     p.add_argument("--params", default="{}",
                    help='JSON overrides per algorithm, e.g. {"ppo": {"learning_rate": 1e-3}}')
     args = p.parse_args()
     algos, scenarios = args.algos.split(","), args.scenarios.split(",")
+    seeds = [int(x) for x in args.seeds.split(",")]
     overrides = json.loads(args.params)
     for name in overrides:
         if name not in RECOMMENDED:
@@ -113,55 +181,24 @@ def main() -> None:
                else int(steps) if steps and not isinstance(steps, dict)
                else RECOMMENDED[a].env_steps for a in algos}
     ensure_ray()
-    report: dict[str, Any] = {"budget_env_steps": budgets, "seed": args.seed,
+    report: dict[str, Any] = {"budget_env_steps": budgets, "seeds": seeds,
                               "presets": {a: RECOMMENDED[a].to_dict() for a in algos},
                               "settings": {sc: {a: settings_for(a, sc, overrides)
                                                 for a in algos}
                                            for sc in scenarios},
                               "runs": {}}
+    names = (policies_for("LWMECPSEnv3") if args.baselines == "all"
+             else [] if args.baselines == "none" else args.baselines.split(","))
     for scenario in scenarios:
-        names = (policies_for("LWMECPSEnv3") if args.baselines == "all"
-                 else [] if args.baselines == "none" else args.baselines.split(","))
-        trained = {}
-        training = {}
-        for algo_name in algos:
-            t0 = time.perf_counter()
-            preset = recommended(algo_name, scenario)
-            spec = preset.training(args.seed, **overrides.get(algo_name, {})).replace(
-                budget=Budget(env_steps=budgets[algo_name]))
-            algo, history = train(spec, "LWMECPSEnv3", preset.env_options(scenario))
-            module = algo.learner_group._learner.module["default_policy"]
-            trained[algo_name] = TrainedPolicy(module, name=algo_name)
-            training[algo_name] = {
-                "wall_s": round(time.perf_counter() - t0, 1),
-                "env_steps": int(history[-1]["env/env_steps_lifetime"]),
-                "iterations": len(history),
-                "final_train_return": round(history[-1]["env/total_reward"], 2),
-            }
-            print(f"{scenario} {algo_name}: {training[algo_name]}", file=sys.stderr, flush=True)
-        result = evaluate("LWMECPSEnv3", EnvOptions(scenario=scenario, trace="b"), names,
-                          args.seed, extra=trained)
-        table = {k: {c: r[c] for c in ("mean_reward", "mean_latency_ms", "p95_latency_ms",
-                                       "failed_requests", "mean_pods", "wall_s")}
-                 for k, r in result["results"].items()}
-        verdict = {}
-        if "oracle" in table:
-            oracle = table["oracle"]["mean_reward"]
-            heur = {k: v["mean_reward"] for k, v in table.items()
-                    if k not in trained and k != "oracle"}
-            for a in trained:
-                r = table[a]["mean_reward"]
-                verdict[a] = {
-                    "gap_to_oracle_pct": round(100 * (r - oracle) / abs(oracle), 2),
-                    "beats_every_heuristic": bool(heur) and all(r > h for h in heur.values()),
-                    "best_heuristic": max(heur, key=heur.get) if heur else None,
-                }
-        report["runs"][scenario] = {"training": training, "trace_b": table, "verdict": verdict}
-        print(json.dumps({scenario: report["runs"][scenario]}), file=sys.stderr, flush=True)
+        per_seed = {seed: run_seed(scenario, seed, algos, budgets, overrides, names)
+                    for seed in seeds}
+        report["runs"][scenario] = {"seeds": per_seed, "summary": summarize(per_seed, algos)}
+        print(json.dumps({scenario: report["runs"][scenario]["summary"]}), file=sys.stderr,
+              flush=True)
     if args.throughput_steps > 0:
         first = scenarios[0]
         report["throughput_env_steps_per_s"] = {
-            "scenario": first, **throughput(args.throughput_steps, args.seed, first)}
+            "scenario": first, **throughput(args.throughput_steps, seeds[0], first)}
     print(json.dumps(report, indent=2))
 
 
