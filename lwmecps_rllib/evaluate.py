@@ -113,13 +113,14 @@ def evaluate(env_name: str, options: EnvOptions, policies: list[str], seed: int 
 
 def format_table(result: dict[str, Any]) -> str:
     """The result as a fixed-width text table."""
-    head = (f"{'policy':<20}{'mean reward':>13}{'latency ms':>12}{'p95 ms':>10}"
+    head = (f"{'policy':<20}{'mean reward':>13}{'latency ms':>12}{'req p99 ms':>12}"
             f"{'failed':>9}{'pods':>8}{'wall s':>9}")
     lines = [f"{result['env']} on {result['scenario']}, trace {result['trace']}, "
              f"{result['steps']} steps", head, "-" * len(head)]
     for name, r in result["results"].items():
+        p99 = r.get("request_p99_ms")
         lines.append(f"{name:<20}{r['mean_reward']:>13.2f}{r['mean_latency_ms']:>12.1f}"
-                     f"{r['p95_latency_ms']:>10.1f}{r['failed_requests']:>9d}"
+                     f"{'-' if p99 is None else f'{p99:.0f}':>12}{r['failed_requests']:>9d}"
                      f"{r['mean_pods']:>8.2f}{r['wall_s']:>9.2f}")
     return "\n".join(lines)
 

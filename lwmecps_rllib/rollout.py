@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from lwmecps_rllib.envs.base import LATENCY_BINS
 from lwmecps_rllib.envs.registration import make_env
 from lwmecps_rllib.scenarios import Scenario, load_scenario
 from lwmecps_rllib.spec import EnvOptions
@@ -44,12 +45,14 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
         `failed_requests`, `mean_pods`, `pod_hours`, `replica_changes` (replicas added
         or removed, or deployments moved, summed over the steps), `slo_latency_ms` and
         `steps_over_slo_pct` (steps whose mean latency exceeds it, see
-        :func:`slo_latency_ms`), `steps`, `wall_s` and `series` (per step `reward`,
-        `latency`, `pods`).
+        :func:`slo_latency_ms`), `request_p50_ms`, `request_p95_ms`, `request_p99_ms`
+        (per successful request, on the simulator; :func:`request_percentiles`), `steps`,
+        `wall_s` and `series` (per step `reward`, `latency`, `pods`).
     """
     sc = day_scenario(options.scenario, steps)
     # A trained policy observes what it was trained with (e.g. the users' history).
-    env = make_env(env_name, options.replace(scenario=sc,
+    record = options.backend == "sim"  # per-request latencies: the simulator knows them
+    env = make_env(env_name, options.replace(scenario=sc, record_latency=record,
                                              **getattr(policy, "env_overrides", {})))
     u = env.unwrapped
     policy.reset(u.cluster_view(), seed)  # before the env touches a cluster: it may refuse
@@ -59,6 +62,7 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
     latency = np.zeros(n)
     pods = np.zeros(n)
     ok = lat_sum = failed = changes = 0.0
+    per_request = np.zeros(LATENCY_BINS) if record else None
     before = _decision(u)
     t0 = time.perf_counter()
     for i in range(n):
@@ -74,6 +78,8 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
         ok += good
         lat_sum += info["latency"] * good
         failed += info["failed_requests"]
+        if per_request is not None:
+            per_request += info["latency_hist"]
         if terminated or truncated:
             reward, latency, pods = reward[: i + 1], latency[: i + 1], pods[: i + 1]
             break
@@ -92,6 +98,7 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
         "replica_changes": int(changes),
         "slo_latency_ms": slo_ms,
         "steps_over_slo_pct": float(100.0 * np.mean(latency > slo_ms)) if n else 0.0,
+        **request_percentiles(per_request),
         "steps": len(reward),
         "wall_s": round(wall, 3),
         "series": {"reward": reward.tolist(), "latency": latency.tolist(), "pods": pods.tolist()},
@@ -109,3 +116,15 @@ def slo_latency_ms(scenario: Scenario) -> float:
     station to its own node (what a request served at home without throttling takes)."""
     delay = np.asarray(scenario.delay_ms, dtype=np.float64)
     return float(2.0 * delay[np.arange(scenario.n_stations), scenario.home_nodes].mean())
+
+
+def request_percentiles(hist: np.ndarray | None) -> dict[str, float | None]:
+    """p50, p95 and p99 of the successful requests' latency from 1-ms bins: the lower
+    edge of the bin the percentile falls in (so within 1 ms below the exact value); None
+    without a histogram or requests."""
+    keys = ("request_p50_ms", "request_p95_ms", "request_p99_ms")
+    if hist is None or hist.sum() == 0:
+        return dict.fromkeys(keys)
+    cum = np.cumsum(hist) / hist.sum()
+    return {k: float(np.searchsorted(cum, q)) for k, q in zip(keys, (0.5, 0.95, 0.99),
+                                                              strict=True)}

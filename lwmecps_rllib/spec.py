@@ -62,6 +62,9 @@ class EnvOptions(Spec):
     scaled by its own factor in [1 - j, 1 / (1 - j)]."""
     n_deployments: int | None = Field(None, ge=1)
     """LWMECPSEnv2: deployments to place (default: one per station)."""
+    record_latency: bool = False
+    """Record each successful request's latency (1-ms bins) in the step's
+    `info["latency_hist"]` (simulator only; what `evaluate` reads its percentiles from)."""
     history: int = Field(0, ge=0, le=1000)
     """Observe the users of the `k` slots before the last one, per station (block
     `users_history`; see `lwmecps_rllib.envs.history`)."""
@@ -114,6 +117,9 @@ class EnvOptions(Spec):
                              f"change the replayed trace), got backend={self.backend!r}")
         if self.backend_config is not None and self.backend != "k8s":
             raise ValueError("backend_config is only used with backend='k8s'")
+        if self.record_latency and self.backend != "sim":
+            raise ValueError(f"record_latency needs backend='sim' (a request's latency is "
+                             f"the simulator's), got backend={self.backend!r}")
         return self
 
     @property

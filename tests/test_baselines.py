@@ -124,3 +124,22 @@ def test_evaluate_cli_writes_json_and_png(tmp_path: Path, capsys: pytest.Capture
 def test_evaluate_cli_rejects_bad_policy(capsys: pytest.CaptureFixture) -> None:
     assert evaluate.main(["--env", "LWMECPSEnv", "--policy", "hpa", "--steps", "2"]) == 2
     assert "allowed" in capsys.readouterr().err
+
+
+def test_slo_metrics_per_request_and_over_the_day() -> None:
+    from lwmecps_rllib.rollout import request_percentiles, slo_latency_ms
+
+    hist = np.zeros(2000)
+    hist[10], hist[50], hist[300] = 90, 8, 2  # 100 requests at 10, 50 and 300 ms
+    assert request_percentiles(hist) == {"request_p50_ms": 10.0, "request_p95_ms": 50.0,
+                                         "request_p99_ms": 300.0}
+    assert request_percentiles(None)["request_p99_ms"] is None
+    assert slo_latency_ms(load_scenario("testbed-4bs")) == 20.0
+    kw = {"seed": 0, "steps": 200, "start_slot": 7300}
+    calm = run_policy("LWMECPSEnv3", day("testbed-4bs-peak", "b"), HPA(), **kw)
+    starved = run_policy("LWMECPSEnv3", day("testbed-4bs-peak", "b"), Static(1), **kw)
+    assert calm["request_p50_ms"] <= calm["request_p95_ms"] <= calm["request_p99_ms"]
+    assert starved["request_p99_ms"] > calm["request_p99_ms"]
+    assert starved["steps_over_slo_pct"] > calm["steps_over_slo_pct"]
+    assert calm["pod_hours"] == pytest.approx(calm["mean_pods"] * 200 * 10 / 3600)
+    assert calm["replica_changes"] > 0

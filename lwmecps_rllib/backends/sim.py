@@ -42,10 +42,10 @@ class SimBackend:
             state = core.apply_placement(self.spec, state, nodes)
         return state
 
-    def advance(self, state: ClusterState,
-                rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
-        """Simulate the step's slots."""
-        return core.advance(self.spec, state, self.trace, rng)
+    def advance(self, state: ClusterState, rng: np.random.Generator,
+                latency_hist: np.ndarray | None = None) -> tuple[ClusterState, Measurement]:
+        """Simulate the step's slots (adding each request's latency to `latency_hist`)."""
+        return core.advance(self.spec, state, self.trace, rng, latency_hist=latency_hist)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -380,7 +380,8 @@ def ready_counts(state: ClusterState, t: np.ndarray) -> np.ndarray:
 
 def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.random.Generator,
             n_slots: int | np.ndarray | None = None,
-            shared_stream: bool = False) -> tuple[ClusterState, Measurement]:
+            shared_stream: bool = False,
+            latency_hist: np.ndarray | None = None) -> tuple[ClusterState, Measurement]:
     """Simulate the next `n_slots` slots (default: one step's worth) of B clusters.
 
     Args:
@@ -392,6 +393,8 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
             batched env advances fresh clusters by one slot and the others by a step).
         shared_stream: Give every cluster the same random numbers (common random numbers,
             for comparing candidate actions); by default each cluster has its own stream.
+        latency_hist: (B, K) counts, added to in place: each successful request's latency
+            in 1-ms bins (the last bin holds the rest). None: not recorded.
 
     Returns:
         The state after, and the measurement summed over the slots.
@@ -406,7 +409,8 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
     m = Measurement.zeros(len(state.slot), spec.n_nodes, spec.n_stations)
     kernels.advance(new.slot, new.ready_at, new.node_of, new.move_to, new.move_at, trace,
                     spec.station_deployment, spec.delay_s, spec.params, per_cluster,
-                    rng.bit_generator.random_raw() >> 1, shared_stream, m.data)
+                    rng.bit_generator.random_raw() >> 1, shared_stream, m.data,
+                    _hist(latency_hist, len(state.slot)))
     return new, m
 
 
@@ -429,8 +433,18 @@ def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
                            np.ascontiguousarray(node_of, dtype=np.int64),
                            np.ascontiguousarray(requests, dtype=np.int64),
                            spec.station_deployment, spec.delay_s, spec.params,
-                           rng.bit_generator.random_raw() >> 1, shared_stream, m.data)
+                           rng.bit_generator.random_raw() >> 1, shared_stream, m.data,
+                           _hist(None, b))
     return m
+
+
+def _hist(hist: np.ndarray | None, b: int) -> np.ndarray:
+    """The kernels' histogram argument: `hist`, or (B, 0) for none."""
+    if hist is None:
+        return np.empty((b, 0))
+    if hist.shape[0] != b or hist.dtype != np.float64 or not hist.flags.c_contiguous:
+        raise ValueError(f"latency_hist must be a C-contiguous float64 (B={b}, K) array")
+    return hist
 
 
 # ------------------------------------------------------------------ reward terms

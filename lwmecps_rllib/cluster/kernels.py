@@ -66,12 +66,14 @@ def _uniform_int(bits: np.uint64, low: int, span: int) -> int:
 def _burst(requests: np.ndarray, ready: np.ndarray, node_of: np.ndarray,
            station_dep: np.ndarray, delay_s: np.ndarray, params: np.ndarray,
            rng_state: np.ndarray, pending: np.ndarray, elapsed: np.ndarray, cpu: np.ndarray,
-           ram: np.ndarray, rr: np.ndarray, row: np.ndarray) -> None:
+           ram: np.ndarray, rr: np.ndarray, row: np.ndarray, hist: np.ndarray) -> None:
     """One slot's burst in one cluster, added to the measurement `row`.
 
     Adds the requests sent, the successful ones, their latency sum (ms) and the per-node
-    latency sums and counts.
+    latency sums and counts; and, when `hist` has bins, each successful request's
+    latency to the 1-ms bins of `hist` (the last bin holds the rest).
     """
+    n_bins = hist.shape[0]
     n_st = requests.shape[0]
     n_n = delay_s.shape[1]
     low = int(params[P_INC_LOW])
@@ -132,6 +134,8 @@ def _burst(requests: np.ndarray, ready: np.ndarray, node_of: np.ndarray,
                     late += 1
                 else:
                     lat = (elapsed[o] + t_srv) * 1000.0
+                    if n_bins > 0:
+                        hist[min(int(lat), n_bins - 1)] += 1.0
                     ok += 1
                     lat_sum += lat
                     row[O_NODES + node] += lat
@@ -155,7 +159,7 @@ def _stream_start(key: int, b: int, shared_stream: bool) -> np.uint64:
 def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to: np.ndarray,
             move_at: np.ndarray, trace: np.ndarray, station_dep: np.ndarray,
             delay_s: np.ndarray, params: np.ndarray, n_slots: np.ndarray, key: int,
-            shared_stream: bool, out: np.ndarray) -> None:
+            shared_stream: bool, out: np.ndarray, hist: np.ndarray) -> None:
     """Simulate `n_slots[b]` slots of each of B clusters into measurement rows `out`.
 
     Updates `slot`, `node_of` and `move_at` in place. Cluster `b` draws from the
@@ -204,14 +208,14 @@ def advance(slot: np.ndarray, ready_at: np.ndarray, node_of: np.ndarray, move_to
                         q += 1
                 requests[s] = q
             _burst(requests, ready, node_of[b], station_dep, delay_s, params, rng_state,
-                   pending, elapsed, cpu, ram, rr, out[b])
+                   pending, elapsed, cpu, ram, rr, out[b], hist[b])
             slot[b] += 1
 
 
 @numba.njit(cache=True)
 def simulate_given(ready: np.ndarray, node_of: np.ndarray, requests: np.ndarray,
                    station_dep: np.ndarray, delay_s: np.ndarray, params: np.ndarray,
-                   key: int, shared_stream: bool, out: np.ndarray) -> None:
+                   key: int, shared_stream: bool, out: np.ndarray, hist: np.ndarray) -> None:
     """One burst of given request counts in B clusters with given ready pods."""
     n_b, n_st = requests.shape
     n_d = ready.shape[1]
@@ -225,7 +229,7 @@ def simulate_given(ready: np.ndarray, node_of: np.ndarray, requests: np.ndarray,
     for b in range(n_b):
         rng_state[0] = _stream_start(key, b, shared_stream)
         _burst(requests[b], ready[b], node_of[b], station_dep, delay_s, params, rng_state,
-               pending, elapsed, cpu, ram, rr, out[b])
+               pending, elapsed, cpu, ram, rr, out[b], hist[b])
 
 
 # Columns of the `metrics` array written by `step_metrics`.

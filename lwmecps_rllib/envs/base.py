@@ -22,6 +22,8 @@ from lwmecps_rllib.spec import EnvOptions
 
 #: Upper bound of the users-per-station observation in the dict forms.
 MAX_USERS = 1e6
+#: 1-ms bins of `info["latency_hist"]` (`record_latency`); the last holds the rest.
+LATENCY_BINS = 2000
 
 
 #: Station orders of a shuffled trace when the stations have more than 24 orders.
@@ -295,7 +297,13 @@ class ClusterEnv(gym.Env):
                 error = str(exc)
                 if exc.state is not None:
                     self.state = exc.state
-        self.state, self.last = self.backend.advance(self.state, self.np_random)
+        if self.options.record_latency:
+            hist = np.zeros((1, LATENCY_BINS))
+            self.state, self.last = self.backend.advance(self.state, self.np_random,
+                                                         latency_hist=hist)
+        else:
+            hist = None
+            self.state, self.last = self.backend.advance(self.state, self.np_random)
         if self._users_hist is not None:
             push(self._users_hist, self.last.users)
         self.steps += 1
@@ -304,6 +312,8 @@ class ClusterEnv(gym.Env):
         reward = (self._reward(metrics) if valid and error is None
                   else float(self.scenario.invalid_action_reward))
         info = metrics_info(metrics, valid, int(self.state.slot[0]))
+        if hist is not None:
+            info["latency_hist"] = hist[0]
         if error is not None:
             info["error"] = error
         terminated = self._terminated(reward)
