@@ -186,3 +186,10 @@ def test_a_preset_gives_the_recommended_settings_under_the_files() -> None:
     assert own.env_options().load_jitter == 0.0
     with pytest.raises(SweepError, match="preset"):
         sweep_from_dict({"preset": "fastest"})
+
+
+def test_our_algorithms_own_settings_are_sweep_parameters() -> None:
+    cfg = sweep_from_dict({"params": {"views": "local", "mask_actions": False}})
+    assert cfg.training().params == {"views": "local", "mask_actions": False}
+    with pytest.raises(SweepError, match="mask_actions must be true or false"):
+        sweep_from_dict({"params": {"mask_actions": "no"}})

@@ -85,7 +85,8 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
 
     @override(AlgorithmConfig)
     def training(self, *, learning_rate: float = NotProvided, discount_factor: float = NotProvided,
-                 epsilon: float = NotProvided, **kwargs: Any) -> LWMECPSAlgorithmConfig:
+                 epsilon: float = NotProvided, views: str | None = NotProvided,
+                 mask_actions: bool = NotProvided, **kwargs: Any) -> LWMECPSAlgorithmConfig:
         """Training settings; `learning_rate`, `discount_factor` and `epsilon` as in LWMECPS."""
         if learning_rate is not NotProvided:
             kwargs["lr"] = learning_rate
@@ -97,10 +98,8 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
             check_param("discount_factor", kwargs["gamma"], 0.0, 1.0)
         if epsilon is not NotProvided:
             self._set_epsilon(epsilon)
-        mask = kwargs.pop("mask_actions", NotProvided)
-        if mask is not NotProvided:
-            self.mask_actions = check_flag("mask_actions", mask)
-        views = kwargs.pop("views", NotProvided)
+        if mask_actions is not NotProvided:
+            self.mask_actions = check_flag("mask_actions", mask_actions)
         if views is not NotProvided:
             if views not in VIEWS:
                 raise ValueError(f"views must be one of {list(VIEWS)}, got {views!r}")
