@@ -54,25 +54,16 @@ def model_policies(refs: list[str], env_name: str, options: EnvOptions,
     """
     from lwmecps_rllib.algorithms.inference import TrainedPolicy, greedy_actions
     from lwmecps_rllib.envs.registration import env_class, env_options
-    from lwmecps_rllib.model_registry import ModelRegistry, RegistryError
+    from lwmecps_rllib.model_registry import resolve
 
     cls = env_class(env_name)
     out: dict[str, Policy] = {}
     for ref in refs:
-        if Path(ref).is_dir():
-            name, path = f"checkpoint:{Path(ref).name}", Path(ref)
-        else:
-            reg = ModelRegistry(registry)
-            try:
-                record = reg.get(ref)
-                path = reg.checkpoint_path(record.id)
-            except RegistryError as exc:
-                raise ValueError(f"--model {ref!r} is neither a checkpoint folder nor usable "
-                                 f"in the registry: {exc}") from exc
-            if record.env != env_name:
-                raise ValueError(f"--model {ref!r} ({record.id}) was trained on {record.env}, "
-                                 f"not {env_name}; pass --env {record.env}")
-            name = record.id
+        path, record = resolve(ref, registry)
+        name = f"checkpoint:{path.name}" if record is None else record.id
+        if record is not None and record.env != env_name:
+            raise ValueError(f"--model {ref!r} ({record.id}) was trained on {record.env}, "
+                             f"not {env_name}; pass --env {record.env}")
         try:
             policy = TrainedPolicy.from_checkpoint(path, name=name)
             opts = env_options(env_name, options.replace(**policy.env_overrides))

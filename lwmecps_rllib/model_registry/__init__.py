@@ -295,3 +295,22 @@ class ModelRegistry:
             raise RegistryError(f"model {record.id}: checkpoint {record.checkpoint!r} is "
                                 f"{status}")
         return Path(record.checkpoint)
+
+
+def resolve(ref: str | Path, registry: str | Path | None = None
+            ) -> tuple[Path, ModelRecord | None]:
+    """A model reference as a checkpoint folder: the folder itself, or the verified
+    checkpoint of a registry model id or stage (with its record).
+
+    Raises:
+        ValueError: when `ref` is neither a folder nor usable in the registry (why).
+    """
+    if Path(ref).is_dir():
+        return Path(ref), None
+    reg = ModelRegistry(registry)
+    try:
+        record = reg.get(str(ref))
+        return reg.checkpoint_path(record.id), record
+    except RegistryError as exc:
+        raise ValueError(f"model {str(ref)!r} is neither a checkpoint folder nor usable in "
+                         f"the registry: {exc}") from exc

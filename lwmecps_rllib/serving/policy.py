@@ -135,17 +135,11 @@ class PlacementPolicy:
         Raises:
             ValueError: when neither resolves (the message says what was tried).
         """
-        from lwmecps_rllib.model_registry import ModelRegistry, RegistryError
+        from lwmecps_rllib.model_registry import resolve
 
-        if Path(model).is_dir():
-            return cls.from_checkpoint(model, env or "LWMECPSEnv3", scenario or "testbed-4bs")
-        reg = ModelRegistry(registry)
-        try:
-            rec = reg.get(model)
-            path = reg.checkpoint_path(rec.id)
-        except RegistryError as exc:
-            raise ValueError(f"model {model!r} is neither a checkpoint folder nor usable in "
-                             f"the registry: {exc}") from exc
+        path, rec = resolve(model, registry)
+        if rec is None:
+            return cls.from_checkpoint(path, env or "LWMECPSEnv3", scenario or "testbed-4bs")
         info = {"algorithm": rec.algorithm, "stage": rec.stage, "metrics": rec.metrics,
                 "config": rec.config, "created_at": rec.created_at}
         return cls.from_checkpoint(path, rec.env, rec.scenario, rec.id, info)
