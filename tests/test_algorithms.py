@@ -383,36 +383,59 @@ def test_action_costs_enter_q_and_the_joint_argmax(algo):
 
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn", "qlearning"])
-@pytest.mark.parametrize("scenario", ["metro-16", "city-64"])
-def test_masked_actions_never_exceed_a_node(algo: str, scenario: str) -> None:
-    """Heterogeneous nodes (some hold fewer pods than every deployment's maximum): no
-    sampled, exploring or greedy action of our algorithms asks for more than a node holds."""
+@pytest.mark.parametrize(("env_name", "scenario"), [
+    ("LWMECPSEnv3", "metro-16"), ("LWMECPSEnv3", "city-64"), ("LWMECPSEnv2", "metro-16"),
+    ("LWMECPSEnv2", "city-64"), ("LWMECPSEnv", "metro-16")])
+def test_masked_actions_never_exceed_a_node(algo: str, env_name: str, scenario: str) -> None:
+    """Heterogeneous nodes (some hold fewer pods than every deployment could ask of them):
+    no sampled, exploring or greedy action of our algorithms asks for more than a node
+    holds."""
     import torch
 
     from lwmecps_rllib.cluster import core
     from lwmecps_rllib.envs import make_env
 
     cfg = get_algorithm_class(algo).get_default_config()
-    cfg.environment("LWMECPSEnv3", env_config={"scenario": scenario})
-    env = make_env("LWMECPSEnv3", {"scenario": scenario})
+    cfg.environment(env_name, env_config={"scenario": scenario})
+    env = make_env(env_name, {"scenario": scenario})
     spec = cfg.get_default_rl_module_spec()
     spec.observation_space, spec.action_space = env.observation_space, env.action_space
     spec.model_config = cfg.model_config
-    torch.manual_seed(0)
-    module = spec.build()
     cluster = env.unwrapped.spec_
-    full = np.full((1, cluster.n_deployments), cluster.max_pods)
-    assert not core.fits(cluster, full, cluster.home_node[None])[0]  # masking matters here
     rng = np.random.default_rng(0)
     obs = torch.as_tensor(rng.uniform(0, 1, (512, env.observation_space.shape[0])),
                           dtype=torch.float32)
+
+    def fitting(actions: np.ndarray) -> np.ndarray:
+        a = actions.reshape(len(obs), -1)
+        if env_name == "LWMECPSEnv3":
+            return core.fits(cluster, a, np.broadcast_to(cluster.home_node, a.shape))
+        return core.fits(cluster, np.ones_like(a), a)
+
+    torch.manual_seed(0)
+    module = spec.build()
     for out in (module.forward_exploration({"obs": obs}, t=0),
                 module.forward_inference({"obs": obs})):
-        actions = out["actions"].numpy().reshape(len(obs), -1)
-        nodes = np.broadcast_to(cluster.home_node, actions.shape)
-        assert core.fits(cluster, actions, nodes).all()
+        assert fitting(out["actions"].numpy()).all()
     # Without masking (the reference's penalty path) some sampled actions do not fit.
     cfg.training(mask_actions=False)
     spec.model_config = cfg.model_config
     free = spec.build().forward_exploration({"obs": obs}, t=0)["actions"].numpy()
-    assert not core.fits(cluster, free, np.broadcast_to(cluster.home_node, free.shape)).all()
+    if env_name != "LWMECPSEnv":  # one pod fits on every node of metro-16
+        assert not fitting(free).all()
+
+
+def test_placement_quotas_keep_every_choice_within_the_nodes() -> None:
+    """However the deployments pick among their allowed nodes, no node overflows."""
+    from lwmecps_rllib.cluster import core
+    from lwmecps_rllib.envs import make_env
+
+    for scenario in ("testbed-4bs", "metro-16", "city-64"):
+        cluster = make_env("LWMECPSEnv2", {"scenario": scenario}).unwrapped.spec_
+        allowed = core.placement_allowed(cluster)
+        assert allowed[np.arange(cluster.n_deployments), cluster.home_node].all()
+        assert (allowed.sum(0) <= core.node_pods(cluster)).all()
+        rng = np.random.default_rng(1)
+        picks = np.array([[rng.choice(np.flatnonzero(row)) for row in allowed]
+                          for _ in range(200)])
+        assert core.fits(cluster, np.ones_like(picks), picks).all()

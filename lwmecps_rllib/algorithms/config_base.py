@@ -68,8 +68,9 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
         self.normalize_actions = False
         self.clip_actions = False
         self.mask_actions = True
-        """Never sample or pick a replica count above the deployment's share of its node
-        (`lwmecps_rllib.envs.action_bounds`), so no joint action exceeds a node's CPU or
+        """Never sample or pick a value the env's action mask forbids
+        (`lwmecps_rllib.envs.action_mask`: replica counts above a deployment's share of
+        its node, nodes beyond their quota), so no joint action exceeds a node's CPU or
         memory. False: the reference's penalty path (the env answers an action that does
         not fit with `invalid_action_reward`)."""
         self.views: str | None = None
@@ -178,14 +179,15 @@ def known_action_costs(config: Any) -> list[float] | None:
     return costs
 
 
-def known_action_bounds(config: Any) -> list[int] | None:
-    """The env's per-head bounds when `config.mask_actions` is set and the env has them."""
+def known_action_mask(config: Any) -> list[list[bool]] | None:
+    """The env's per-head action mask when `config.mask_actions` is set and the env has
+    one."""
     if not getattr(config, "mask_actions", False) or not isinstance(config.env, str):
         return None
-    from lwmecps_rllib.envs import action_bounds
+    from lwmecps_rllib.envs import action_mask
     from lwmecps_rllib.envs.names import ENV_NAMES
 
-    return action_bounds(config.env, config.env_config) if config.env in ENV_NAMES else None
+    return action_mask(config.env, config.env_config) if config.env in ENV_NAMES else None
 
 
 class FactorisedQConfig(LWMECPSAlgorithmConfig):
@@ -231,4 +233,4 @@ class FactorisedQConfig(LWMECPSAlgorithmConfig):
                 "epsilon_timesteps": self.epsilon_timesteps,
                 "head_features": self.head_features(default="local"),
                 "reward_scale": self.reward_scale, "action_costs": known_action_costs(self),
-                "action_bounds": known_action_bounds(self)}
+                "action_mask": known_action_mask(self)}

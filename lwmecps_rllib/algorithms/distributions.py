@@ -81,26 +81,25 @@ def categorical_logp_entropy(logits: torch.Tensor, dims: list[int],
     return logp, entropy
 
 
-def allowed_values(dims: list[int], bounds: Any) -> torch.Tensor | None:
-    """(sum(dims),) True where a head's value is within its bound; None when all are.
+def allowed_values(dims: list[int], mask: Any) -> torch.Tensor | None:
+    """(sum(dims),) True where a head's value is allowed; None when every value is.
 
     Args:
         dims: Choices per action dimension.
-        bounds: Per head, the largest value allowed (`model_config["action_bounds"]`),
-            or None.
+        mask: Per head, one bool per value (`model_config["action_mask"]`), or None.
 
     Raises:
-        ValueError: unless `bounds` gives one value in [0, dims[d] - 1] per head.
+        ValueError: unless `mask` gives, per head, one flag per value with one true.
     """
-    if bounds is None:
+    if mask is None:
         return None
-    b = [int(x) for x in bounds]
-    if len(b) != len(dims) or any(not 0 <= x < n for x, n in zip(b, dims, strict=True)):
-        raise ValueError(f"action_bounds must give, for each of the {len(dims)} action heads, "
-                         f"a value in [0, choices - 1], got {bounds!r}")
-    if all(x == n - 1 for x, n in zip(b, dims, strict=True)):
-        return None
-    return torch.cat([torch.arange(n) <= x for x, n in zip(b, dims, strict=True)])
+    ok = len(mask) == len(dims) and all(
+        len(m) == n and any(m) for m, n in zip(mask, dims, strict=False))
+    if not ok:
+        raise ValueError(f"action_mask must give, for each of the {len(dims)} action heads, "
+                         f"one flag per value ({dims}) with at least one true")
+    flat = torch.as_tensor([bool(x) for m in mask for x in m])
+    return None if bool(flat.all()) else flat
 
 
 def mask_logits(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:

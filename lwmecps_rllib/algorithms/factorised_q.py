@@ -62,9 +62,8 @@ class FactorisedQModule(TorchRLModule):
     exploration with the linear schedule of `model_config` (`epsilon_start`, `epsilon`,
     `epsilon_timesteps`). Actions are returned directly, so no action distribution.
 
-    With `model_config["action_bounds"]` (per head the largest value allowed: the env's
-    share of each deployment's node) the greedy and the exploring actions stay within the
-    bounds, so no joint action exceeds a node.
+    With `model_config["action_mask"]` (per head the values the env allows) the greedy
+    and the exploring actions take only allowed values, so no joint action exceeds a node.
 
     With `model_config["action_costs"]` (one cost per joint action, in C order of the
     action dimensions, from :func:`lwmecps_rllib.envs.action_costs`) the value is
@@ -79,13 +78,13 @@ class FactorisedQModule(TorchRLModule):
         self._eps = (float(self.model_config.get("epsilon_start", 1.0)),
                      float(self.model_config.get("epsilon", 0.05)),
                      int(self.model_config.get("epsilon_timesteps", 20000)))
-        bounds = self.model_config.get("action_bounds")
-        self._allowed = [None] * len(self._dims)
-        self._upper = list(self._dims)
-        if allowed_values(self._dims, bounds) is not None:
-            self._upper = [int(b) + 1 for b in bounds]
-            self._allowed = [torch.arange(n) <= int(b)
-                             for n, b in zip(self._dims, bounds, strict=True)]
+        mask = self.model_config.get("action_mask")
+        self._allowed: list[torch.Tensor | None] = [None] * len(self._dims)
+        # Exploration draws an index into each head's allowed values.
+        self._choices = [torch.arange(n) for n in self._dims]
+        if allowed_values(self._dims, mask) is not None:
+            self._allowed = [torch.as_tensor([bool(x) for x in m]) for m in mask]
+            self._choices = [torch.nonzero(ok).flatten() for ok in self._allowed]
         costs = self.model_config.get("action_costs")
         self._costed = costs is not None
         if self._costed:
@@ -100,7 +99,10 @@ class FactorisedQModule(TorchRLModule):
             self.register_buffer("_cost", costs * scale, persistent=False)
             self.register_buffer("_joint", torch.as_tensor(joint.copy()), persistent=False)
             self.register_buffer("_strides", torch.as_tensor(strides.copy()), persistent=False)
-            within = np.all(joint < np.asarray(self._upper), axis=1)
+            within = np.ones(len(joint), bool)
+            for d, ok in enumerate(self._allowed):
+                if ok is not None:
+                    within &= ok.numpy()[joint[:, d]]
             self._joint_allowed = None if within.all() else torch.as_tensor(within)
 
     def q_value(self, heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
@@ -153,7 +155,7 @@ class FactorisedQModule(TorchRLModule):
         with torch.no_grad():
             greedy = self._greedy(batch[Columns.OBS])
             n = greedy.shape[0]
-            rand = torch.stack([torch.randint(0, k, (n,)) for k in self._upper], -1)
+            rand = torch.stack([c[torch.randint(0, len(c), (n,))] for c in self._choices], -1)
             explore = torch.rand(n) < linear_epsilon(t, *self._eps)
             if self._discrete:
                 rand = rand[:, 0]

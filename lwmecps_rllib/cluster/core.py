@@ -221,6 +221,34 @@ def fits(spec: ClusterSpec, replicas: np.ndarray, nodes: np.ndarray) -> np.ndarr
     return kernels.fits(replicas, nodes, spec.pod_request, spec.node_cap)
 
 
+def node_pods(spec: ClusterSpec) -> np.ndarray:
+    """(N,) pods each node holds under the pods' CPU and memory requests."""
+    return np.floor(np.minimum(spec.node_cap[:, 0] / spec.pod_request[0],
+                               spec.node_cap[:, 1] / spec.pod_request[1]) + 1e-9)
+
+
+def placement_allowed(spec: ClusterSpec) -> np.ndarray:
+    """(D, N) nodes each one-pod deployment may go to, such that ANY choice fits.
+
+    Node `n` holding `C_n` pods is allowed to at most `C_n` deployments: first to those
+    at home there (a scenario guarantees they fit), then to the others by their first
+    station's delay to it. So however the deployments pick among their allowed nodes, no
+    node gets more pods than it holds; every deployment keeps at least its home node.
+    """
+    d_all, n_all = spec.n_deployments, spec.n_nodes
+    allowed = np.zeros((d_all, n_all), bool)
+    allowed[np.arange(d_all), spec.home_node] = True
+    room = node_pods(spec) - allowed.sum(0)
+    first_station = np.array([int(np.flatnonzero(spec.station_deployment == d)[0])
+                              for d in range(d_all)])
+    for n in range(n_all):
+        others = [d for d in np.argsort(spec.delay_s[first_station, n], kind="stable")
+                  if not allowed[d, n]]
+        for d in others[:max(int(room[n]), 0)]:
+            allowed[d, n] = True
+    return allowed
+
+
 def replica_bounds(spec: ClusterSpec) -> np.ndarray:
     """(D,) most replicas of each pinned deployment such that ANY combination fits.
 
@@ -230,8 +258,7 @@ def replica_bounds(spec: ClusterSpec) -> np.ndarray:
     Every joint action within these bounds fits every node, so a policy that keeps each
     deployment within its bound never asks for more than a node holds.
     """
-    per_node = np.floor(np.minimum(spec.node_cap[:, 0] / spec.pod_request[0],
-                                   spec.node_cap[:, 1] / spec.pod_request[1]) + 1e-9)
+    per_node = node_pods(spec)
     sharing = np.bincount(spec.home_node, minlength=spec.n_nodes)
     share = per_node[spec.home_node] // np.maximum(sharing[spec.home_node], 1)
     return np.minimum(share, spec.max_pods).astype(np.int64)

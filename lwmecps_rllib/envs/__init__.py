@@ -23,7 +23,7 @@ _LAZY = {
     "LWMECPSEnv3Vector": "lwmecps_rllib.envs.vector",
     "ClusterEnv": "lwmecps_rllib.envs.base",
     "ObsLayout": "lwmecps_rllib.envs.layout",
-    "action_bounds": "lwmecps_rllib.envs.registration",
+    "action_mask": "lwmecps_rllib.envs.registration",
     "action_costs": "lwmecps_rllib.envs.registration",
     "env_class": "lwmecps_rllib.envs.registration",
     "env_options": "lwmecps_rllib.envs.registration",

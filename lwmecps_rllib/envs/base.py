@@ -236,13 +236,13 @@ class ClusterEnv(gym.Env):
     def action_costs(cls, options: EnvOptions, limit: int = 4096,
                      masked: bool = False) -> list[float] | None:
         """Per joint action, the part of a step's cost the action alone fixes (or None);
-        `masked`: only the joint actions within :meth:`action_bounds` need to fit."""
+        `masked`: only the joint actions :meth:`action_mask` allows need to fit."""
         return None
 
     @classmethod
-    def action_bounds(cls, options: EnvOptions) -> list[int] | None:
-        """Per action head, the largest value a policy may pick so that any joint action
-        within the bounds fits the nodes (None: no such factorisation)."""
+    def action_mask(cls, options: EnvOptions) -> list[list[bool]] | None:
+        """Per action head, which of its values a policy may pick, such that any joint
+        action of allowed values fits the nodes (None: no such factorisation)."""
         return None
 
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
 from lwmecps_rllib.envs.history import history_blocks, history_meta, write_history
 from lwmecps_rllib.envs.layout import ObsLayout
-from lwmecps_rllib.scenarios import Scenario
+from lwmecps_rllib.scenarios import Scenario, load_scenario
 from lwmecps_rllib.spec import EnvOptions
 
 NODE_FEATURES = ("cpu", "ram", "tx_bandwidth", "rx_bandwidth", "read_disk", "write_disk",
@@ -119,6 +119,13 @@ class PlacementEnv(ClusterEnv):
                              f"got {d!r}")
         return ClusterSpec.build(scenario, station_deployment=np.arange(scenario.n_stations) % d,
                                  pinned=False, max_pods=1)
+
+    @classmethod
+    def action_mask(cls, options: EnvOptions) -> list[list[bool]]:
+        """Nodes each deployment may go to, so that any choice fits every node
+        (:func:`lwmecps_rllib.cluster.core.placement_allowed`)."""
+        return core.placement_allowed(
+            cls.build_spec(load_scenario(options.scenario), options)).tolist()
 
     def _nodes_from(self, action: Any) -> np.ndarray:
         a = np.asarray(action, dtype=np.int64).reshape(1, -1)

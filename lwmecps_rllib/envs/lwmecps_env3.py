@@ -231,7 +231,8 @@ class LWMECPSEnv3(ClusterEnv):
     def action_costs(cls, options: EnvOptions, limit: int = 4096,
                      masked: bool = False) -> list[float] | None:
         """See :func:`env3_action_costs`; None above `limit` joint actions or when some
-        joint action (within :meth:`action_bounds` when `masked`) does not fit."""
+        joint action (of the values :meth:`action_mask` allows, when `masked`) does not
+        fit."""
         spec = env3_spec(load_scenario(options.scenario))
         if (spec.max_pods + 1) ** spec.n_deployments > limit:
             return None
@@ -239,10 +240,12 @@ class LWMECPSEnv3(ClusterEnv):
         return None if costs is None else costs.tolist()
 
     @classmethod
-    def action_bounds(cls, options: EnvOptions) -> list[int]:
-        """Replicas each deployment may run so that any combination fits its node
-        (:func:`lwmecps_rllib.cluster.core.replica_bounds`)."""
-        return core.replica_bounds(env3_spec(load_scenario(options.scenario))).tolist()
+    def action_mask(cls, options: EnvOptions) -> list[list[bool]]:
+        """Replica counts up to each deployment's share of its node, so that any
+        combination fits (:func:`lwmecps_rllib.cluster.core.replica_bounds`)."""
+        spec = env3_spec(load_scenario(options.scenario))
+        values = np.arange(spec.max_pods + 1)
+        return [(values <= b).tolist() for b in core.replica_bounds(spec)]
 
     def _dict_space(self) -> spaces.Dict:
         spec, sc = self.spec_, self.scenario

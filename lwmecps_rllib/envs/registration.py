@@ -89,21 +89,22 @@ def action_costs(name: str, config: dict[str, Any] | EnvOptions | None = None,
     nodes' imbalance, both functions of the replica counts alone (see
     :func:`lwmecps_rllib.envs.lwmecps_env3.env3_action_costs`). None for the other envs,
     when there are more than `limit` joint actions, and when some joint action does not
-    fit the nodes (with `masked`, only the joint actions within :func:`action_bounds`
+    fit the nodes (with `masked`, only the joint actions :func:`action_mask` allows
     count: a masking policy never takes the others).
     """
     return env_class(name).action_costs(env_options(name, config), limit, masked)
 
 
-def action_bounds(name: str, config: dict[str, Any] | EnvOptions | None = None
-                  ) -> list[int] | None:
-    """Per action head, the largest value a masking policy may pick, or None.
+def action_mask(name: str, config: dict[str, Any] | EnvOptions | None = None
+                ) -> list[list[bool]] | None:
+    """Per action head, the values a masking policy may pick, such that any joint action
+    of allowed values fits every node.
 
-    LWMECPSEnv3: each deployment's share of its node
-    (:func:`lwmecps_rllib.cluster.core.replica_bounds`), so that any joint action
-    within the bounds fits every node. None for the placement envs.
+    LWMECPSEnv3: replica counts up to each deployment's share of its node
+    (:func:`lwmecps_rllib.cluster.core.replica_bounds`). LWMECPSEnv, LWMECPSEnv2: the
+    nodes each deployment may go to (:func:`lwmecps_rllib.cluster.core.placement_allowed`).
     """
-    return env_class(name).action_bounds(env_options(name, config))
+    return env_class(name).action_mask(env_options(name, config))
 
 
 def register_rllib_envs() -> None:

@@ -22,7 +22,7 @@ from ray.rllib.utils.metrics import (
 from lwmecps_rllib.algorithms.config_base import (
     LWMECPSAlgorithmConfig,
     check_param,
-    known_action_bounds,
+    known_action_mask,
 )
 
 
@@ -100,7 +100,7 @@ class PPOConfig(LWMECPSAlgorithmConfig):
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return {"head_features": self.head_features(default="global"),
-                "action_bounds": known_action_bounds(self)}
+                "action_mask": known_action_mask(self)}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

@@ -32,8 +32,9 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
     When acting, the module draws the actions itself (and their log-probability, which
     the loss needs); training reads the logits through `action_dist_cls`.
 
-    With `action_bounds` (the env's per-deployment share of its node) the logits of
-    larger values are masked: no joint action it samples or picks exceeds a node.
+    With `action_mask` (per head the values the env allows: a deployment's share of its
+    node, or the nodes within their quota) the logits of the other values are masked: no
+    joint action it samples or picks exceeds a node.
 
     With `head_features` (one list of observation indices per head, `views="local"`)
     the policy is one network shared by all heads: head `d` reads its own features
@@ -48,7 +49,7 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
         self._dims = action_dims(self.action_space)
         self._discrete = len(self._dims) == 1 and not self.action_space.shape
         self.pi = heads_mlp(self.model_config, self._dims, obs_dim, hidden)
-        allowed = allowed_values(self._dims, self.model_config.get("action_bounds"))
+        allowed = allowed_values(self._dims, self.model_config.get("action_mask"))
         self.register_buffer("_allowed", allowed, persistent=False)
         self.vf = mlp(obs_dim, hidden, 1)
         if self._discrete:
@@ -58,8 +59,8 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
                 input_lens=self._dims)
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
-        """(B, sum(nvec)) action logits, the heads side by side; values above a head's
-        bound (`action_bounds`) masked, so they are never sampled or picked."""
+        """(B, sum(nvec)) action logits, the heads side by side; the values `action_mask`
+        forbids masked, so they are never sampled or picked."""
         return mask_logits(self.pi(obs.flatten(1)), self._allowed)
 
     @override(TorchRLModule)
