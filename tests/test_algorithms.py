@@ -439,3 +439,42 @@ def test_placement_quotas_keep_every_choice_within_the_nodes() -> None:
         picks = np.array([[rng.choice(np.flatnonzero(row)) for row in allowed]
                           for _ in range(200)])
         assert core.fits(cluster, np.ones_like(picks), picks).all()
+
+
+def periodic_scenario() -> Scenario:
+    """One station whose users repeat 10, 10, 60, 60: one pod serves 10, 60 need two.
+
+    Pods start at once, so a step's replicas serve the next slot. After a slot of 10 the
+    next is 10 or 60 and after 60 it is 60 or 10, with equal odds: from the last slot
+    alone the safe choice is always two pods (-10.2 a step). The slot before the last
+    tells which comes next, and the optimum runs two pods only before a 60 (-10.15).
+    """
+    users = np.array([[10], [10], [60], [60]] * 30, dtype=np.int64)
+    return Scenario(name="periodic-1bs", nodes=(NodeSpec("n1"),),
+                    stations=(StationSpec("bs1", "n1", "d1"),), delay_ms=np.array([[10.0]]),
+                    traces={"a": users, "b": users}, max_replicas=2, episode_length=8)
+
+
+@pytest.mark.integration
+def test_history_reveals_what_the_last_slot_cannot(ray_session) -> None:
+    from lwmecps_rllib.algorithms.inference import TrainedPolicy
+    from lwmecps_rllib.rollout import run_policy
+    from lwmecps_rllib.spec import EnvOptions, TrainingSpec, observation_options
+    from lwmecps_rllib.train import train
+
+    scores = {}
+    for history in (0, 1):
+        options = EnvOptions(scenario=periodic_scenario(), history=history)
+        spec = TrainingSpec(algorithm="qlearning", seed=0, resources={"num_envs": 4},
+                            params={"learning_rate": 0.3, "discount_factor": 0.5,
+                                    "epsilon": 0.02, "epsilon_timesteps": 3000},
+                            budget={"env_steps": 8000})
+        algo, _ = train(spec, "LWMECPSEnv3", options)
+        policy = TrainedPolicy(algo.get_module(), "q",
+                               observation_options(options.to_env_config()))
+        algo.stop()
+        day = EnvOptions(scenario=periodic_scenario(), trace="b")
+        scores[history] = run_policy("LWMECPSEnv3", day, policy, seed=0, steps=100)
+    assert scores[1]["mean_reward"] == pytest.approx(-10.15, abs=0.01)
+    assert scores[1]["mean_pods"] == pytest.approx(1.5, abs=0.05)
+    assert scores[0]["mean_reward"] <= -10.19
