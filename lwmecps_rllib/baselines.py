@@ -334,7 +334,7 @@ class Oracle(_Base):
         for _ in range(1 + startup_steps):
             state, m = core.advance(spec, state, view.trace, rng, shared_stream=True)
             if not spec.pinned:
-                cur_nodes = np.where(np.isfinite(state.move_at), state.move_to, state.node_of)
+                cur_nodes = core.current_nodes(spec, state)
             metrics = core.step_metrics(spec, m, replicas, cur_nodes)
             total += (metrics[:, kernels.M_REWARD] if spec.pinned
                       else -metrics[:, kernels.M_LATENCY_TERM])

@@ -63,12 +63,14 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
     pods = np.zeros(n)
     ok = lat_sum = failed = changes = 0.0
     per_request = np.zeros(LATENCY_BINS) if record else None
-    before = _decision(u)
+    view = u.cluster_view()
+    before = _decision(view)
     t0 = time.perf_counter()
     for i in range(n):
-        obs, r, terminated, truncated, info = env.step(policy.act(u.cluster_view(), obs))
-        after = _decision(u)
-        changes += float(np.abs(after - before).sum()) if u.spec_.pinned else float(
+        obs, r, terminated, truncated, info = env.step(policy.act(view, obs))
+        view = u.cluster_view()  # what the policy sees next, and what runs now
+        after = _decision(view)
+        changes += float(np.abs(after - before).sum()) if view.replicas_env else float(
             np.count_nonzero(after != before))
         before = after
         reward[i] = r
@@ -105,10 +107,9 @@ def run_policy(env_name: str, options: EnvOptions, policy: Any, seed: int = 0,
     }
 
 
-def _decision(env: Any) -> np.ndarray:
-    """(D,) what the env's deployments run now: replicas (pinned) or nodes."""
-    view = env.cluster_view()
-    return (view.replicas if env.spec_.pinned else view.nodes).astype(np.int64)
+def _decision(view: Any) -> np.ndarray:
+    """(D,) what the deployments run now: replicas (pinned) or nodes."""
+    return (view.replicas if view.replicas_env else view.nodes).astype(np.int64)
 
 
 def slo_latency_ms(scenario: Scenario) -> float:

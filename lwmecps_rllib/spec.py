@@ -122,6 +122,14 @@ class EnvOptions(Spec):
                              f"the simulator's), got backend={self.backend!r}")
         return self
 
+    @classmethod
+    def build(cls, options: EnvOptions | dict[str, Any] | None = None,
+              **fields: Any) -> EnvOptions:
+        """Checked options from an `EnvOptions` or a mapping, with `fields` over them (how
+        the envs take either an object or keyword arguments)."""
+        opts = cls.parse(options)
+        return opts.replace(**fields) if fields else opts
+
     @property
     def augmented(self) -> bool:
         """Whether the replayed day is augmented (`shuffle_stations` or `load_jitter`)."""

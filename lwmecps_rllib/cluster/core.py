@@ -296,7 +296,7 @@ def apply_placement(spec: ClusterSpec, state: ClusterState, nodes: np.ndarray) -
         nodes: (B, D) target node of each deployment.
     """
     t = now_s(spec, state)[:, None]
-    target_now = np.where(np.isfinite(state.move_at), state.move_to, state.node_of)
+    target_now = current_nodes(spec, state)
     changed = nodes != target_now
     startup = spec.scenario.pod_startup_s
     if startup <= 0:
@@ -309,6 +309,13 @@ def apply_placement(spec: ClusterSpec, state: ClusterState, nodes: np.ndarray) -
     move_at = np.where(changed, t + startup, state.move_at)
     move_at = np.where(back_home, np.inf, move_at)
     return dataclasses.replace(state, move_to=move_to, move_at=move_at)
+
+
+def current_nodes(spec: ClusterSpec, state: ClusterState) -> np.ndarray:
+    """(B, D) node of each deployment, or the node it is moving to."""
+    if spec.pinned:
+        return state.node_of
+    return np.where(np.isfinite(state.move_at), state.move_to, state.node_of)
 
 
 def ready_counts(state: ClusterState, t: np.ndarray) -> np.ndarray:

@@ -91,10 +91,7 @@ class ClusterView:
     @property
     def nodes(self) -> np.ndarray:
         """(D,) node each deployment runs on, or is moving to."""
-        st = self._now()
-        if self.spec.pinned:
-            return st.node_of[0]
-        return np.where(np.isfinite(st.move_at), st.move_to, st.node_of)[0]
+        return core.current_nodes(self.spec, self._now())[0]
 
     @property
     def users(self) -> np.ndarray:

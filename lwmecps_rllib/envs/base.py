@@ -15,7 +15,7 @@ from lwmecps_rllib.backends.config import KubernetesConfig
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.cluster.view import ClusterView
-from lwmecps_rllib.envs.history import history_length, initial_history, push
+from lwmecps_rllib.envs.history import history_length, initial_history, push, summaries
 from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
 from lwmecps_rllib.spec import EnvOptions
@@ -161,8 +161,7 @@ class ClusterEnv(gym.Env):
     encoder: ClassVar[Callable[..., np.ndarray]]
 
     def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
-        opts = EnvOptions.parse(options).replace(**fields) if fields else EnvOptions.parse(
-            options)
+        opts = EnvOptions.build(options, **fields)
         if opts.obs_format is None:
             opts = opts.replace(obs_format=self.default_obs_format)
         if opts.n_deployments is not None and not self.has_n_deployments:
@@ -182,7 +181,7 @@ class ClusterEnv(gym.Env):
         self.state: ClusterState | None = None
         self.last: Measurement | None = None
         self.steps = 0
-        self._hist_len = history_length(opts) if (opts.history or opts.history_windows) else 0
+        self._hist_len = history_length(opts)
         self._users_hist: np.ndarray | None = None
 
     # -------------------------------------------------------------- subclass hooks
@@ -206,14 +205,15 @@ class ClusterEnv(gym.Env):
 
     def _history_dict(self) -> dict[str, np.ndarray]:
         """The history entries of the dict observation (raw users), if observed."""
+        opts = self.options
+        if not self._hist_len:
+            return {}
+        past, summary = summaries(self._users_hist, opts.history, opts.history_windows)
         out: dict[str, np.ndarray] = {}
-        hist, opts = self._users_hist, self.options
         if opts.history:
-            out["users_history"] = hist[0, -1 - opts.history:-1].T.astype(np.float32)
+            out["users_history"] = past[0].astype(np.float32)
         if opts.history_windows:
-            out["users_window"] = np.stack(
-                [np.stack([hist[0, -w:].mean(0), hist[0, -w:].max(0)], -1)
-                 for w in opts.history_windows], 1).astype(np.float32)
+            out["users_window"] = summary[0].astype(np.float32)
         return out
 
     def _history_spaces(self) -> dict[str, gym.spaces.Box]:
@@ -327,10 +327,7 @@ class ClusterEnv(gym.Env):
 
     def _current_nodes(self) -> np.ndarray:
         """(1, D) node of each deployment, or the node it is moving to."""
-        if self.spec_.pinned:
-            return self.state.node_of
-        st = self.state
-        return np.where(np.isfinite(st.move_at), st.move_to, st.node_of)
+        return core.current_nodes(self.spec_, self.state)
 
     def render(self) -> str | None:
         """A text line with the replicas, nodes and latency (render_mode="ansi")."""

@@ -22,10 +22,11 @@ from lwmecps_rllib.spec import EnvOptions
 
 
 def history_length(options: EnvOptions | None) -> int:
-    """Slots the buffer keeps: enough for the history and the longest window (at least 1)."""
-    if options is None:
-        return 1
-    return max(options.history + 1, *options.history_windows, 1)
+    """Slots the buffer keeps: enough for the history and the longest window; 0 when the
+    options observe no history."""
+    if options is None or not (options.history or options.history_windows):
+        return 0
+    return max((options.history + 1, *options.history_windows))
 
 
 def history_blocks(n_stations: int, options: EnvOptions | None) -> list[tuple]:
@@ -54,8 +55,27 @@ def push(hist: np.ndarray, users: np.ndarray) -> None:
 
 
 def history_meta(options: EnvOptions | None) -> dict:
-    """What the encoder needs besides the blocks: the windows' lengths."""
-    return {"history_windows": tuple(options.history_windows) if options else ()}
+    """What the encoder needs besides the blocks: the windows' lengths and the slots the
+    buffer must hold."""
+    return {"history_windows": tuple(options.history_windows) if options else (),
+            "history_length": history_length(options)}
+
+
+def summaries(hist: np.ndarray, k: int, windows: tuple[int, ...]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """What the history blocks hold, from a buffer (B, H, S) of users, newest last.
+
+    Returns:
+        (B, S, k) the `k` slots before the last, oldest first; and (B, S, W, 2) the mean
+        and the max over each window of the last `w` slots (the last included).
+    """
+    past = hist[:, hist.shape[1] - 1 - k:-1, :].transpose(0, 2, 1)
+    summary = np.empty((hist.shape[0], hist.shape[2], len(windows), 2))
+    for i, w in enumerate(windows):
+        recent = hist[:, -w:, :]
+        summary[:, :, i, 0] = recent.mean(axis=1)
+        summary[:, :, i, 1] = recent.max(axis=1)
+    return past, summary
 
 
 def write_history(layout: ObsLayout, out: np.ndarray, hist: np.ndarray | None,
@@ -68,22 +88,14 @@ def write_history(layout: ObsLayout, out: np.ndarray, hist: np.ndarray | None,
     if "users_history" not in layout and "users_window" not in layout:
         return
     windows = layout.meta.get("history_windows", ())
-    need = max([layout["users_history"].shape[1] + 1] if "users_history" in layout else [1])
-    need = max(need, *windows) if windows else need
+    need = layout.meta.get("history_length", 0)
     if hist is None or hist.ndim != 3 or hist.shape[1] < need:
         got = None if hist is None else hist.shape
         raise ValueError(f"the observation has users' history: it needs the users of the "
                          f"last {need} slots per station, got {got}")
-    scaled = np.minimum(hist / max_users, 1.0)
+    k = layout["users_history"].shape[1] if "users_history" in layout else 0
+    past, summary = summaries(np.minimum(hist / max_users, 1.0), k, windows)
     if "users_history" in layout:
-        k = layout["users_history"].shape[1]
-        past = scaled[:, -1 - k:-1, :]  # (B, k, S), oldest first, the last slot excluded
-        out[:, layout["users_history"].slice] = past.transpose(0, 2, 1).reshape(len(out), -1)
+        out[:, layout["users_history"].slice] = past.reshape(len(out), -1)
     if "users_window" in layout:
-        b, s = len(out), scaled.shape[2]
-        summary = np.empty((b, s, len(windows), 2))
-        for i, w in enumerate(windows):
-            recent = scaled[:, -w:, :]
-            summary[:, :, i, 0] = recent.mean(axis=1)
-            summary[:, :, i, 1] = recent.max(axis=1)
-        out[:, layout["users_window"].slice] = summary.reshape(b, -1)
+        out[:, layout["users_window"].slice] = summary.reshape(len(out), -1)

@@ -44,8 +44,7 @@ class LWMECPSEnv3Vector(VectorEnv):
                  **fields: Any) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        opts = EnvOptions.parse(options).replace(**fields) if fields else EnvOptions.parse(
-            options)
+        opts = EnvOptions.build(options, **fields)
         check_choice("obs_format", opts.obs_format or "box", ("box",))
         check_choice("backend", opts.backend, ("sim",))
         if opts.render_mode is not None:
@@ -58,7 +57,7 @@ class LWMECPSEnv3Vector(VectorEnv):
         self.episode_length = opts.episode_length or self.scenario.episode_length
         self.spec_ = env3_spec(self.scenario)
         self.layout = env3_layout(self.spec_, opts)
-        self._hist_len = history_length(opts) if (opts.history or opts.history_windows) else 0
+        self._hist_len = history_length(opts)
         self._users_hist: np.ndarray | None = None
         self.single_observation_space = self.layout.space()
         self.single_action_space = spaces.MultiDiscrete(

@@ -95,8 +95,7 @@ class PlacementPolicy:
         self.options = env_options(env, {"scenario": scenario, **(observation or {})})
         self.spec = self.env_cls.build_spec(self.sc, self.options)
         self.layout = self.env_cls.box_layout(self.spec, self.options)
-        observed = self.options.history or self.options.history_windows
-        self.hist_len = history_length(self.options) if observed else 0
+        self.hist_len = history_length(self.options)
         self.info = {"model_id": model_id, "env": env, "scenario": scenario,
                      "observation": dict(observation or {}),
                      "history_slots": max(self.hist_len - 1, 0), **(info or {})}
