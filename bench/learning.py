@@ -8,9 +8,9 @@ configuration on CartPole-v1, in the same process.
                              [--steps '{"ppo": 1000000, ...}' | N] [--seeds 0,1,2]
 
 Per scenario: per seed, the trained policies and every baseline over trace B (mean
-reward, latency, failed requests, pods, pod-hours, replica changes, steps over the
-latency objective) and the share of the best heuristic's distance to the oracle each
-policy closes; then the mean and the worst over the seeds.
+reward, latency, per-request p50/p95/p99, failed requests, pods, pod-hours, replica
+changes, steps over the latency objective) and the share of the best heuristic's
+distance to the oracle each policy closes; then the mean and the worst over the seeds.
 
 Every algorithm trains with its recommended preset (`lwmecps_rllib.presets`): its
 parameters, training-day augmentation and env-step budget.
@@ -94,8 +94,9 @@ def throughput(steps: int, seed: int, scenario: str) -> dict[str, float]:
     return {k: round(v, 3) for k, v in out.items()}
 
 
-TABLE_COLUMNS = ("mean_reward", "mean_latency_ms", "p95_latency_ms", "failed_requests",
-                 "mean_pods", "pod_hours", "replica_changes", "steps_over_slo_pct", "wall_s")
+TABLE_COLUMNS = ("mean_reward", "mean_latency_ms", "p95_latency_ms", "request_p50_ms",
+                 "request_p95_ms", "request_p99_ms", "failed_requests", "mean_pods",
+                 "pod_hours", "replica_changes", "steps_over_slo_pct", "wall_s")
 
 
 def run_seed(scenario: str, seed: int, algos: list[str], budgets: dict[str, int],
