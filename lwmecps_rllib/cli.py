@@ -57,6 +57,14 @@ def add_env_arguments(parser: argparse.ArgumentParser, *, augmentation: bool = F
                         help="observe the mean and max users per station over windows of "
                              "this many slots, e.g. 6,30 (1 and 5 minutes)")
     if augmentation:
+        parser.add_argument("--obs-format", default=None, choices=("box", "graph"),
+                            help="box (default through RLlib) or graph (LWMECPSEnv3: one row per "
+                                 "station, one policy for any cluster size)")
+        parser.add_argument("--max-stations", type=int, default=None, metavar="M",
+                            help="with --obs-format graph: rows of the observation")
+        parser.add_argument("--scenario-family", default=None, metavar="FAMILY",
+                            help="train across generated clusters: family-edge or a family YAML "
+                                 "(graph observation, simulator)")
         parser.add_argument("--shuffle-stations", action="store_true", default=None,
                             help="train on the day with the stations' users reordered per "
                                  "episode (simulator only)")
@@ -85,7 +93,8 @@ def env_options_from_args(args: argparse.Namespace, trace: str = "a",
         except ValueError:
             raise ValueError(f"--history-windows must be integers separated by commas, "
                              f"got {args.history_windows!r}") from None
-    for name in ("shuffle_stations", "load_jitter", "history", "history_windows"):
+    for name in ("obs_format", "max_stations", "scenario_family", "shuffle_stations",
+                 "load_jitter", "history", "history_windows"):
         value = windows if name == "history_windows" else getattr(args, name, None)
         if value is None:
             value = defaults.get(name)

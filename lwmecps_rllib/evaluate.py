@@ -52,7 +52,11 @@ def model_policies(refs: list[str], env_name: str, options: EnvOptions,
     Raises:
         ValueError: naming the reference that does not resolve or does not fit.
     """
-    from lwmecps_rllib.algorithms.inference import TrainedPolicy, greedy_actions
+    from lwmecps_rllib.algorithms.inference import (
+        TrainedPolicy,
+        fit_graph_module,
+        greedy_actions,
+    )
     from lwmecps_rllib.envs.registration import env_class, env_options
     from lwmecps_rllib.model_registry import resolve
 
@@ -67,8 +71,9 @@ def model_policies(refs: list[str], env_name: str, options: EnvOptions,
         try:
             policy = TrainedPolicy.from_checkpoint(path, name=name)
             opts = env_options(env_name, options.replace(**policy.env_overrides))
-            size = cls.box_layout(cls.build_spec(load_scenario(opts.scenario), opts),
-                                  opts).size
+            spec = cls.build_spec(load_scenario(opts.scenario), opts)
+            size = (fit_graph_module(policy.module, spec, policy.env_overrides)
+                    if policy.size_general else cls.box_layout(spec, opts).size)
             greedy_actions(policy.module, np.zeros((1, size), np.float32))
         except (FileNotFoundError, RuntimeError) as exc:
             raise ValueError(f"--model {ref!r} does not take {env_name} observations of "

@@ -22,7 +22,7 @@ from lwmecps_rllib.backends.config import KubernetesConfig
 from lwmecps_rllib.scenarios import Scenario
 from lwmecps_rllib.validation import Spec
 
-OBS_FORMATS = ("dict", "box")
+OBS_FORMATS = ("dict", "box", "graph")
 RENDER_MODES = ("ansi",)
 BACKENDS = ("sim", "k8s")
 
@@ -48,7 +48,17 @@ class EnvOptions(Spec):
     episode_length: int | None = Field(None, ge=1)
     """Steps per episode (default: the scenario's)."""
     obs_format: str | None = None
-    """`"dict"` or `"box"` (default: the env's own; `box` through RLlib)."""
+    """`"dict"`, `"box"` or `"graph"` (LWMECPSEnv3: one row per station, padded to
+    `max_stations`, see `lwmecps_rllib.envs.graph`; default: the env's own, `box`
+    through RLlib)."""
+    max_stations: int | None = Field(None, ge=1, le=4096)
+    """`obs_format="graph"`: rows of the observation (default: the scenario's stations,
+    or the family's most)."""
+    scenario_family: str | None = None
+    """Train across generated clusters: a shipped family (`family-edge`) or a family
+    YAML path (`lwmecps_rllib.scenarios.family`); each episode runs on a member drawn
+    from the env's `np_random` (LWMECPSEnv3, `obs_format="graph"`, simulator). The
+    `scenario` is then unused."""
     render_mode: str | None = None
     """None or `"ansi"`."""
     backend: Any = "sim"
@@ -117,6 +127,13 @@ class EnvOptions(Spec):
                              f"change the replayed trace), got backend={self.backend!r}")
         if self.backend_config is not None and self.backend != "k8s":
             raise ValueError("backend_config is only used with backend='k8s'")
+        if self.scenario_family is not None:
+            if self.backend != "sim":
+                raise ValueError(f"scenario_family needs backend='sim', got "
+                                 f"backend={self.backend!r}")
+            if self.obs_format not in (None, "graph"):
+                raise ValueError(f"scenario_family needs obs_format='graph' (one policy for "
+                                 f"any size), got obs_format={self.obs_format!r}")
         if self.record_latency and self.backend != "sim":
             raise ValueError(f"record_latency needs backend='sim' (a request's latency is "
                              f"the simulator's), got backend={self.backend!r}")
@@ -134,6 +151,11 @@ class EnvOptions(Spec):
     def augmented(self) -> bool:
         """Whether the replayed day is augmented (`shuffle_stations` or `load_jitter`)."""
         return self.shuffle_stations or self.load_jitter > 0
+
+    def evaluation(self, trace: str = "b") -> EnvOptions:
+        """The same env on `trace` as it really is: the day replayed without augmentation
+        (no station shuffle, no load jitter), the observation options kept."""
+        return self.replace(trace=trace, shuffle_stations=False, load_jitter=0.0)
 
     @property
     def scenario_name(self) -> str:
@@ -224,9 +246,14 @@ OBSERVATION_OPTIONS = ("history", "history_windows")
 
 
 def observation_options(env_config: dict[str, Any]) -> dict[str, Any]:
-    """The fields of an `env_config` that shape the observation (JSON-ready)."""
-    return {k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in env_config.items() if k in OBSERVATION_OPTIONS}
+    """The fields of an `env_config` that shape the observation (JSON-ready): the
+    history options, and `obs_format` when it is the size-independent `graph` (whose
+    row count, `max_stations`, a policy does not depend on)."""
+    out = {k: (list(v) if isinstance(v, tuple) else v)
+           for k, v in env_config.items() if k in OBSERVATION_OPTIONS}
+    if env_config.get("obs_format") == "graph":
+        out["obs_format"] = "graph"
+    return out
 
 
 def read_observation_options(checkpoint: str | Any) -> dict[str, Any]:
@@ -238,4 +265,5 @@ def read_observation_options(checkpoint: str | Any) -> dict[str, Any]:
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
-    return {k: v for k, v in data.items() if k in OBSERVATION_OPTIONS}
+    return {k: v for k, v in data.items()
+            if k in OBSERVATION_OPTIONS or (k == "obs_format" and v == "graph")}

@@ -53,7 +53,8 @@ def test_generated_scenarios_are_heterogeneous_and_deterministic() -> None:
 
 
 def test_list_scenarios() -> None:
-    assert list_scenarios() == ["testbed-4bs", "testbed-4bs-peak", "metro-16", "city-64"]
+    assert list_scenarios() == ["testbed-4bs", "testbed-4bs-peak", "metro-16", "city-64",
+                                "city-256"]
 
 
 def _raw() -> dict:

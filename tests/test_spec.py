@@ -48,6 +48,9 @@ def test_env_options_pass_whole_and_round_trip_through_env_config() -> None:
     with pytest.raises(ValueError, match="n_deployments is only an option of LWMECPSEnv2"):
         LWMECPSEnv3(n_deployments=2)
     assert LWMECPSEnv2(n_deployments=2).spec_.n_deployments == 2
+    # Evaluation replays the day as it is, with the observation options kept.
+    ev = opts.replace(history=2).evaluation("b")
+    assert (ev.trace, ev.shuffle_stations, ev.load_jitter, ev.history) == ("b", False, 0.0, 2)
 
 
 def test_the_k8s_rules_live_once() -> None:

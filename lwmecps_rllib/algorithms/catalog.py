@@ -95,7 +95,9 @@ def build_config(training: TrainingSpec | str, env: str = "LWMECPSEnv3",
     cls = get_algorithm_class(training.algorithm)
     config = cls.get_default_config()
     register_rllib_envs()
-    batched = env in VECTOR_ENTRY_POINTS and options.backend == "sim"
+    # The batched env replays one scenario; a family changes it per episode.
+    batched = (env in VECTOR_ENTRY_POINTS and options.backend == "sim"
+               and options.scenario_family is None)
     n = training.resources.num_envs or (1 if options.backend == "k8s" else 16 if batched else 4)
     config.environment(env, env_config=options.to_env_config())
     config.env_runners(num_env_runners=0, num_envs_per_env_runner=n,

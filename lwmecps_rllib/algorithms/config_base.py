@@ -190,6 +190,17 @@ def known_action_mask(config: Any) -> list[list[bool]] | None:
     return action_mask(config.env, config.env_config) if config.env in ENV_NAMES else None
 
 
+def known_graph(config: Any) -> dict[str, int] | None:
+    """Where the env's graph observation keeps its blocks (`model_config["graph"]`), when
+    its `env_config` asks for `obs_format="graph"`; else None."""
+    if not isinstance(config.env, str):
+        return None
+    from lwmecps_rllib.envs import graph_config
+    from lwmecps_rllib.envs.names import ENV_NAMES
+
+    return graph_config(config.env, config.env_config) if config.env in ENV_NAMES else None
+
+
 class FactorisedQConfig(LWMECPSAlgorithmConfig):
     """Settings shared by the algorithms acting with a :class:`FactorisedQModule` (DQN,
     Q-learning): the exploration schedule, the reward scale and the known action costs,

@@ -10,6 +10,8 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
+from lwmecps_rllib.algorithms.networks import StationNet
+
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
 
@@ -39,6 +41,44 @@ def load_module(checkpoint: str | Path) -> RLModule:
                             f"(expected {MODULE_SUBDIR}/module_state.*)")
 
 
+def fit_graph_module(module: RLModule, spec: Any, observation: dict[str, Any]) -> int:
+    """Point a station-shared module at the graph observation of cluster `spec`.
+
+    Its weights do not depend on the number of stations: only where the blocks sit in
+    the flat observation and how many action heads there are change. The observation
+    then has one row per station of `spec` (no padding).
+
+    Args:
+        module: A module whose networks are :class:`StationNet` (trained on
+            `obs_format="graph"`).
+        spec: The compiled cluster (LWMECPSEnv3's).
+        observation: The observation options the module was trained with (history).
+
+    Returns:
+        The observation's size.
+
+    Raises:
+        ValueError: the cluster's replica range differs from the module's.
+    """
+    from lwmecps_rllib.envs.graph import graph_layout, graph_model_config
+    from lwmecps_rllib.spec import EnvOptions
+
+    opts = EnvOptions.parse({**observation, "obs_format": "graph", "max_stations": None})
+    layout = graph_layout(spec, opts)
+    graph = graph_model_config(layout)
+    for net in module.modules():
+        if isinstance(net, StationNet):
+            if net.g["values"] != graph["values"] or net.g["columns"] != graph["columns"]:
+                raise ValueError(
+                    f"the model decides among {net.g['values']} replica counts from "
+                    f"{net.g['columns']} features per station; this cluster needs "
+                    f"{graph['values']} counts (max_replicas + 1) and {graph['columns']}")
+            net.g = dict(graph)
+    if hasattr(module, "_dims"):
+        module._dims = [graph["values"]] * graph["rows"]
+    return layout.size
+
+
 class TrainedPolicy:
     """A trained module as an `evaluate` policy (greedy actions on the env's observation).
 
@@ -62,8 +102,15 @@ class TrainedPolicy:
 
         return cls(load_module(checkpoint), name, read_observation_options(checkpoint))
 
+    @property
+    def size_general(self) -> bool:
+        """Whether the module decides for any number of stations (graph observation)."""
+        return any(isinstance(m, StationNet) for m in self.module.modules())
+
     def reset(self, view: Any, seed: int) -> None:
-        """Nothing to prepare."""
+        """A size-general module is fitted to the cluster's station count."""
+        if self.size_general:
+            fit_graph_module(self.module, view.spec, self.env_overrides)
 
     def act(self, view: Any, obs: Any = None) -> Any:
         """The module's greedy action for the env's observation `obs` (not the view)."""

@@ -77,12 +77,22 @@ class SharedHeadMLP(torch.nn.Module):
         return self.net(per_head).flatten(1)
 
 
+def value_net(model_config: dict[str, Any], obs_dim: int, hidden: list[int]
+              ) -> torch.nn.Module:
+    """A value network (B, obs_dim) -> (B, 1): an MLP, or a pooled :class:`StationNet`
+    over the graph observation."""
+    if model_config.get("graph"):
+        return StationNet(model_config["graph"], hidden, "value")
+    return mlp(obs_dim, hidden, 1)
+
+
 def heads_mlp(model_config: dict[str, Any], dims: list[int], obs_dim: int,
               hidden: list[int]) -> torch.nn.Module:
     """The network of the action heads: (B, obs_dim) -> (B, sum(dims)).
 
-    A plain MLP over the whole observation, or with `model_config["head_features"]`
-    (`views="local"`) a :class:`SharedHeadMLP`.
+    A plain MLP over the whole observation, with `model_config["head_features"]`
+    (`views="local"`) a :class:`SharedHeadMLP`, with `model_config["graph"]` (the graph
+    observation) a :class:`StationNet`.
 
     Args:
         model_config: The module's `model_config` (reads `head_features`).
@@ -90,7 +100,67 @@ def heads_mlp(model_config: dict[str, Any], dims: list[int], obs_dim: int,
         obs_dim: Size of the flat observation.
         hidden: Sizes of the hidden layers.
     """
+    if model_config.get("graph"):
+        return StationNet(model_config["graph"], hidden, "logits")
     views = head_feature_index(model_config.get("head_features"), dims, obs_dim)
     if views is None:
         return mlp(obs_dim, hidden, sum(dims))
     return SharedHeadMLP(views, obs_dim, hidden, dims[0])
+
+
+class StationNet(torch.nn.Module):
+    """One network for every station of a graph observation (`obs_format="graph"`).
+
+    Each station's row (with the time of day) is embedded by a shared MLP `phi`; the
+    embeddings of the real stations (`station_mask`) are pooled (mean and max) into a
+    context of the whole cluster. With `out="logits"` a shared MLP `psi` maps each
+    station's embedding and the context to its `values` logits (the values `allowed`
+    forbids pushed to -1e9); with `out="value"` an MLP maps the context to one value.
+    No weight depends on the number of stations, and reordering the stations reorders
+    the logits the same way (permutation equivariance; the value is invariant).
+
+    Args:
+        graph: Block offsets and sizes (:func:`lwmecps_rllib.envs.graph.graph_model_config`).
+        hidden: Hidden layer sizes of `phi` (its last size is the embedding) and `psi`.
+        out: `"logits"` (B, rows * values) or `"value"` (B, 1).
+    """
+
+    def __init__(self, graph: dict[str, int], hidden: list[int], out: str = "logits") -> None:
+        super().__init__()
+        if out not in ("logits", "value"):
+            raise ValueError(f"out must be 'logits' or 'value', got {out!r}")
+        self.g = {k: int(v) for k, v in graph.items()}
+        self.out = out
+        emb = hidden[-1]
+        self.phi = torch.nn.Sequential(mlp(self.g["columns"] + 2, hidden[:-1], emb),
+                                       torch.nn.ReLU())
+        n_out = self.g["values"] if out == "logits" else 1
+        head_in = 3 * emb + 2 if out == "logits" else 2 * emb + 2
+        self.psi = mlp(head_in, hidden, n_out)
+
+    def blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(rows (B, M, F), mask (B, M), allowed (B, M, A), time (B, 2)) of a batch."""
+        g, b = self.g, x.shape[0]
+        m, f, a = g["rows"], g["columns"], g["values"]
+        rows = x[:, g["stations"]:g["stations"] + m * f].reshape(b, m, f)
+        mask = x[:, g["station_mask"]:g["station_mask"] + m]
+        allowed = x[:, g["allowed"]:g["allowed"] + m * a].reshape(b, m, a) > 0.5
+        time = x[:, g["time_of_day"]:g["time_of_day"] + 2]
+        return rows, mask, allowed, time
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, obs_dim) -> (B, rows * values) masked logits, or (B, 1) values."""
+        rows, mask, allowed, time = self.blocks(x)
+        m = rows.shape[1]
+        t = time[:, None, :].expand(-1, m, -1)
+        emb = self.phi(torch.cat([rows, t], -1))
+        w = mask[..., None]
+        # Summed in sorted order: the pooled context is bit-for-bit the same whatever
+        # the stations' order, so the equivariance is exact.
+        mean = torch.sort(emb * w, dim=1).values.sum(1) / w.sum(1).clamp(min=1.0)
+        mx = emb.masked_fill(w <= 0.5, -1e9).max(1).values
+        ctx = torch.cat([mean, mx], -1)
+        if self.out == "value":
+            return self.psi(torch.cat([ctx, time], -1))
+        head = torch.cat([emb, ctx[:, None, :].expand(-1, m, -1), t], -1)
+        return self.psi(head).masked_fill(~allowed, -1e9).flatten(1)

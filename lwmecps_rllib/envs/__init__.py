@@ -27,6 +27,7 @@ _LAZY = {
     "action_costs": "lwmecps_rllib.envs.registration",
     "env_class": "lwmecps_rllib.envs.registration",
     "env_options": "lwmecps_rllib.envs.registration",
+    "graph_config": "lwmecps_rllib.envs.registration",
     "head_views": "lwmecps_rllib.envs.registration",
     "make_env": "lwmecps_rllib.envs.registration",
     "register_rllib_envs": "lwmecps_rllib.envs.registration",

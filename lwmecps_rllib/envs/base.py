@@ -18,6 +18,7 @@ from lwmecps_rllib.cluster.view import ClusterView
 from lwmecps_rllib.envs.history import history_length, initial_history, push, summaries
 from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
+from lwmecps_rllib.scenarios.family import load_family
 from lwmecps_rllib.spec import EnvOptions
 
 #: Upper bound of the users-per-station observation in the dict forms.
@@ -155,6 +156,8 @@ class ClusterEnv(gym.Env):
     default_obs_format: ClassVar[str] = "dict"
     #: Whether the env takes the `n_deployments` option.
     has_n_deployments: ClassVar[bool] = False
+    #: Whether the env has the size-independent `graph` observation.
+    has_graph: ClassVar[bool] = False
     #: The layout of the flat (`box`) observation of a compiled cluster.
     layout_of: ClassVar[Callable[[ClusterSpec], ObsLayout]]
     #: `(spec, layout, state, measurement, **overrides) -> (B, size)` box observations.
@@ -167,22 +170,46 @@ class ClusterEnv(gym.Env):
         if opts.n_deployments is not None and not self.has_n_deployments:
             raise ValueError(f"n_deployments is only an option of LWMECPSEnv2, not "
                              f"{type(self).__name__}")
+        if (opts.obs_format == "graph") != (opts.max_stations is not None) and \
+                opts.max_stations is not None:
+            raise ValueError("max_stations is only an option of obs_format='graph'")
+        if opts.obs_format == "graph" and not self.has_graph:
+            raise ValueError(f"obs_format must be one of ['dict', 'box'] for "
+                             f"{type(self).__name__} (only LWMECPSEnv3 has 'graph')")
+        self.family = None
+        if opts.scenario_family is not None:
+            if opts.obs_format != "graph":
+                raise ValueError(f"scenario_family needs obs_format='graph', got "
+                                 f"{opts.obs_format!r}")
+            self.family = load_family(opts.scenario_family)
+            if opts.max_stations is None:
+                opts = opts.replace(max_stations=self.family.max_stations)
+            elif opts.max_stations < self.family.max_stations:
+                raise ValueError(f"max_stations must be at least the family's "
+                                 f"{self.family.max_stations} stations, got {opts.max_stations}")
         self.options = opts
-        self.scenario = load_scenario(opts.scenario)
         self.trace_name = opts.trace
         self.obs_format = opts.obs_format
         self.render_mode = opts.render_mode
-        self.episode_length = opts.episode_length or self.scenario.episode_length
-        self.spec_ = self.build_spec(self.scenario, opts)
-        replay = replay_trace(self.scenario, opts)
-        self._start_slots = len(replay)
-        self.backend: Backend = make_backend(opts, self.spec_, replay)
-        self._replay = replay if isinstance(self.backend, SimBackend) else None
+        self._use_scenario(self.family.member(0) if self.family is not None
+                           else load_scenario(opts.scenario))
+        self._member: int | None = 0 if self.family is not None else None
         self.state: ClusterState | None = None
         self.last: Measurement | None = None
         self.steps = 0
         self._hist_len = history_length(opts)
         self._users_hist: np.ndarray | None = None
+
+    def _use_scenario(self, scenario: Scenario) -> None:
+        """Build the cluster, its replayed day and the backend for `scenario` (once, or
+        per episode with a scenario family). Subclasses add what they derive from it."""
+        self.scenario = scenario
+        self.episode_length = self.options.episode_length or scenario.episode_length
+        self.spec_ = self.build_spec(scenario, self.options)
+        replay = replay_trace(scenario, self.options)
+        self._start_slots = len(replay)
+        self.backend: Backend = make_backend(self.options, self.spec_, replay)
+        self._replay = replay if isinstance(self.backend, SimBackend) else None
 
     # -------------------------------------------------------------- subclass hooks
     @classmethod
@@ -265,6 +292,11 @@ class ClusterEnv(gym.Env):
         """Start an episode at a random slot of the day (or `options["start_slot"]`)."""
         super().reset(seed=seed)
         options = options or {}
+        if self.family is not None:
+            member = int(options.get("member", self.np_random.integers(self.family.pool)))
+            if member != self._member:
+                self._use_scenario(self.family.member(member))
+                self._member = member
         if "start_slot" in options:
             start = int(options["start_slot"])
         else:

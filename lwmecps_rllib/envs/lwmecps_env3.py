@@ -10,6 +10,7 @@ from gymnasium import spaces
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
+from lwmecps_rllib.envs.graph import graph_encode, graph_layout, graph_rows
 from lwmecps_rllib.envs.history import history_blocks, history_meta, write_history
 from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario, load_scenario
@@ -29,7 +30,10 @@ def env3_spec(scenario: Scenario) -> ClusterSpec:
 
 def env3_layout(spec: ClusterSpec, options: EnvOptions | None = None) -> ObsLayout:
     """LWMECPSEnv3's flat observation (see the class docstring), with the users' history
-    the options ask for (:mod:`lwmecps_rllib.envs.history`)."""
+    the options ask for (:mod:`lwmecps_rllib.envs.history`); the graph form's with
+    `obs_format="graph"` (:mod:`lwmecps_rllib.envs.graph`)."""
+    if options is not None and options.obs_format == "graph":
+        return graph_layout(spec, options)
     n, d, s = spec.n_nodes, spec.n_deployments, spec.n_stations
     return ObsLayout([("nodes", (n, len(NODE_COLUMNS)), 0.0, 1.0, NODE_COLUMNS),
                       ("replicas", d, 0.0, 1.0), ("ready", d, 0.0, 1.0),
@@ -52,6 +56,8 @@ def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Me
         cap_norm: (N, 4) node capacity over the largest, to use instead of the scenario's.
         phase: (B,) time of day in radians, instead of the one of the state's slot.
     """
+    if layout.meta.get("graph"):
+        return graph_encode(spec, layout, state, m, users_hist=users_hist, phase=phase)
     if phase is None:
         phase = 2.0 * np.pi * (state.slot % spec.n_slots) / spec.n_slots
     offsets = np.array([layout[name].start for name in
@@ -200,20 +206,28 @@ class LWMECPSEnv3(ClusterEnv):
     """
 
     action_kind = "replicas"
+    has_graph = True
     layout_of = staticmethod(env3_layout)
     encoder = staticmethod(env3_encode)
 
     def __init__(self, options: EnvOptions | None = None, /, **fields: Any) -> None:
         super().__init__(options, **fields)
         spec = self.spec_
-        self.action_space = spaces.MultiDiscrete([spec.max_pods + 1] * spec.n_deployments)
-        self.layout = env3_layout(spec, self.options)
-        if self.obs_format == "box":
+        heads = (graph_rows(spec, self.options) if self.obs_format == "graph"
+                 else spec.n_deployments)
+        self.action_space = spaces.MultiDiscrete([spec.max_pods + 1] * heads)
+        if self.obs_format in ("box", "graph"):
             self.observation_space = self.layout.space()
         else:
             self.observation_space = self._dict_space()
+        self._action_shape = (heads,)
+
+    def _use_scenario(self, scenario: Scenario) -> None:
+        """The cluster's layout, home nodes and deployments per node, besides the base's."""
+        super()._use_scenario(scenario)
+        spec = self.spec_
+        self.layout = env3_layout(spec, self.options)
         self._home = spec.home_node[None, :].copy()
-        self._action_shape = (spec.n_deployments,)
         self._deps_on = [np.flatnonzero(spec.home_node == n) for n in range(spec.n_nodes)]
 
     @classmethod
@@ -222,8 +236,10 @@ class LWMECPSEnv3(ClusterEnv):
         return env3_spec(scenario)
 
     @classmethod
-    def head_views(cls, options: EnvOptions) -> list[list[int]]:
-        """See :func:`env3_head_views`."""
+    def head_views(cls, options: EnvOptions) -> list[list[int]] | None:
+        """See :func:`env3_head_views` (None for the graph form: its rows are the views)."""
+        if options.obs_format == "graph":
+            return None
         spec = env3_spec(load_scenario(options.scenario))
         return env3_head_views(spec, env3_layout(spec, options))
 
@@ -232,17 +248,20 @@ class LWMECPSEnv3(ClusterEnv):
                      masked: bool = False) -> list[float] | None:
         """See :func:`env3_action_costs`; None above `limit` joint actions or when some
         joint action (of the values :meth:`action_mask` allows, when `masked`) does not
-        fit."""
+        fit (and for the graph form)."""
         spec = env3_spec(load_scenario(options.scenario))
-        if (spec.max_pods + 1) ** spec.n_deployments > limit:
+        if options.obs_format == "graph" or (spec.max_pods + 1) ** spec.n_deployments > limit:
             return None
         costs = env3_action_costs(spec, core.replica_bounds(spec) if masked else None)
         return None if costs is None else costs.tolist()
 
     @classmethod
-    def action_mask(cls, options: EnvOptions) -> list[list[bool]]:
+    def action_mask(cls, options: EnvOptions) -> list[list[bool]] | None:
         """Replica counts up to each deployment's share of its node, so that any
-        combination fits (:func:`lwmecps_rllib.cluster.core.replica_bounds`)."""
+        combination fits (:func:`lwmecps_rllib.cluster.core.replica_bounds`). None for
+        the graph form, whose observation carries the mask (block `allowed`)."""
+        if options.obs_format == "graph":
+            return None
         spec = env3_spec(load_scenario(options.scenario))
         values = np.arange(spec.max_pods + 1)
         return [(values <= b).tolist() for b in core.replica_bounds(spec)]
@@ -273,9 +292,9 @@ class LWMECPSEnv3(ClusterEnv):
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
         a = np.asarray(action, dtype=np.int64)
         if a.shape != self._action_shape or not kernels.in_range(a, self.spec_.max_pods):
-            raise ValueError(f"action must give {self.spec_.n_deployments} replica counts in "
+            raise ValueError(f"action must give {self._action_shape[0]} replica counts in "
                              f"[0, {self.spec_.max_pods}], got {action!r}")
-        return a.reshape(1, -1), self._home
+        return a[:self.spec_.n_deployments].reshape(1, -1), self._home
 
     def _reward(self, metrics: np.ndarray) -> float:
         return float(metrics[kernels.M_REWARD])
@@ -285,7 +304,7 @@ class LWMECPSEnv3(ClusterEnv):
         return thr is not None and reward < thr
 
     def _observe(self) -> Any:
-        if self.obs_format == "box":
+        if self.obs_format in ("box", "graph"):
             return env3_encode(self.spec_, self.layout, self.state, self.last,
                                users_hist=self._users_hist)[0]
         spec, sc, m = self.spec_, self.scenario, self.last

@@ -23,7 +23,8 @@ def env_class(name: str) -> type:
 
 
 def env_options(name: str, config: dict[str, Any] | EnvOptions | None = None) -> EnvOptions:
-    """Checked options of env `name` from an `env_config` (obs_format defaults to `box`).
+    """Checked options of env `name` from an `env_config` (obs_format defaults to `box`,
+    `graph` with a scenario family).
 
     Raises:
         ValueError: naming an unknown key (with the allowed ones) or a bad value.
@@ -41,7 +42,7 @@ def env_options(name: str, config: dict[str, Any] | EnvOptions | None = None) ->
                                  ) from None
             raise
     if opts.obs_format is None:
-        opts = opts.replace(obs_format="box")
+        opts = opts.replace(obs_format="graph" if opts.scenario_family else "box")
     return opts
 
 
@@ -113,3 +114,25 @@ def register_rllib_envs() -> None:
 
     for name in ENV_NAMES:
         register_env(name, lambda config, _n=name: make_env(_n, config))
+
+
+def graph_config(name: str, config: dict[str, Any] | EnvOptions | None = None
+                 ) -> dict[str, int] | None:
+    """Where a station-shared network finds the graph blocks of env `name`'s observation
+    (:func:`lwmecps_rllib.envs.graph.graph_model_config`), or None unless its options
+    ask for `obs_format="graph"`."""
+    from lwmecps_rllib.envs.graph import graph_model_config
+    from lwmecps_rllib.scenarios import load_scenario
+    from lwmecps_rllib.scenarios.family import load_family
+
+    opts = env_options(name, config)
+    if opts.obs_format != "graph":
+        return None
+    cls = env_class(name)
+    scenario = load_scenario(opts.scenario)
+    if opts.scenario_family is not None:
+        family = load_family(opts.scenario_family)
+        scenario = family.member(0)
+        opts = opts.replace(max_stations=opts.max_stations or family.max_stations)
+    spec = cls.build_spec(scenario, opts)
+    return graph_model_config(cls.box_layout(spec, opts))

@@ -11,6 +11,7 @@ from gymnasium.vector.utils import batch_space
 
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.envs.base import replay_trace
+from lwmecps_rllib.envs.graph import graph_rows
 from lwmecps_rllib.envs.history import history_length, initial_history, push
 from lwmecps_rllib.envs.lwmecps_env3 import env3_encode, env3_layout, env3_spec
 from lwmecps_rllib.scenarios import load_scenario
@@ -45,12 +46,15 @@ class LWMECPSEnv3Vector(VectorEnv):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         opts = EnvOptions.build(options, **fields)
-        check_choice("obs_format", opts.obs_format or "box", ("box",))
+        check_choice("obs_format", opts.obs_format or "box", ("box", "graph"))
         check_choice("backend", opts.backend, ("sim",))
+        if opts.scenario_family is not None:
+            raise ValueError("scenario_family is not an option of the batched env (it "
+                             "replays one scenario); use LWMECPSEnv3")
         if opts.render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, "
                              f"got {opts.render_mode!r}")
-        self.options = opts.replace(obs_format="box")
+        self.options = opts = opts.replace(obs_format=opts.obs_format or "box")
         self.scenario = load_scenario(opts.scenario)
         self.trace = replay_trace(self.scenario, opts)
         self.num_envs = num_envs
@@ -60,8 +64,9 @@ class LWMECPSEnv3Vector(VectorEnv):
         self._hist_len = history_length(opts)
         self._users_hist: np.ndarray | None = None
         self.single_observation_space = self.layout.space()
-        self.single_action_space = spaces.MultiDiscrete(
-            [self.spec_.max_pods + 1] * self.spec_.n_deployments)
+        self._heads = (graph_rows(self.spec_, opts) if opts.obs_format == "graph"
+                       else self.spec_.n_deployments)
+        self.single_action_space = spaces.MultiDiscrete([self.spec_.max_pods + 1] * self._heads)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = None
@@ -111,7 +116,8 @@ class LWMECPSEnv3Vector(VectorEnv):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         spec, sc = self.spec_, self.scenario
-        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, spec.n_deployments)
+        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs, self._heads)
+        a = a[:, :spec.n_deployments]
         replicas = np.minimum(np.maximum(a, 0), spec.max_pods)
         home = self._home
         valid = core.fits(spec, replicas, home)

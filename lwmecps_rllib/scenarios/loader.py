@@ -23,7 +23,7 @@ from lwmecps_rllib.scenarios.scenario import (
 )
 
 DATA_DIR = Path(__file__).parent / "data"
-SHIPPED = ("testbed-4bs", "testbed-4bs-peak", "metro-16", "city-64")
+SHIPPED = ("testbed-4bs", "testbed-4bs-peak", "metro-16", "city-64", "city-256")
 
 _SCALAR_FIELDS = {
     f.name for f in dataclasses.fields(Scenario)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic.write_json(out / "metrics.json", history)
     print(f"checkpoint: {ckpt}")
     if not args.no_eval:
-        result = evaluate_checkpoint(ckpt, args.env, options.replace(trace="b"),
+        result = evaluate_checkpoint(ckpt, args.env, options.evaluation("b"),
                                      seed=training.seed, steps=args.eval_steps, name=label)
         print(format_table(result))
         atomic.write_json(out / "evaluation.json", result)

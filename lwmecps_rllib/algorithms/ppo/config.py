@@ -23,6 +23,7 @@ from lwmecps_rllib.algorithms.config_base import (
     LWMECPSAlgorithmConfig,
     check_param,
     known_action_mask,
+    known_graph,
 )
 
 
@@ -100,7 +101,7 @@ class PPOConfig(LWMECPSAlgorithmConfig):
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return {"head_features": self.head_features(default="global"),
-                "action_mask": known_action_mask(self)}
+                "action_mask": known_action_mask(self), "graph": known_graph(self)}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

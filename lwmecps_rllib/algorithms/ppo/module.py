@@ -20,7 +20,7 @@ from lwmecps_rllib.algorithms.distributions import (
     mask_logits,
     sample_categoricals,
 )
-from lwmecps_rllib.algorithms.networks import action_dims, heads_mlp, mlp
+from lwmecps_rllib.algorithms.networks import action_dims, heads_mlp, value_net
 
 
 class PPOModule(TorchRLModule, ValueFunctionAPI):
@@ -40,6 +40,11 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
     the policy is one network shared by all heads: head `d` reads its own features
     followed by the whole observation and outputs its `nvec[d]` logits. What the policy
     learns at one deployment holds at every other.
+
+    With `graph` (the env's `obs_format="graph"`) both are
+    :class:`~lwmecps_rllib.algorithms.networks.StationNet`: one network per station row
+    with pooled context, the same weights for any number of stations, masked by the
+    observation's own `allowed` block.
     """
 
     @override(TorchRLModule)
@@ -51,7 +56,7 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
         self.pi = heads_mlp(self.model_config, self._dims, obs_dim, hidden)
         allowed = allowed_values(self._dims, self.model_config.get("action_mask"))
         self.register_buffer("_allowed", allowed, persistent=False)
-        self.vf = mlp(obs_dim, hidden, 1)
+        self.vf = value_net(self.model_config, obs_dim, hidden)
         if self._discrete:
             self.action_dist_cls = TorchCategorical
         else:
