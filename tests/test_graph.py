@@ -195,3 +195,41 @@ def test_an_env_on_a_family_runs_a_member_per_episode(tmp_path: Path) -> None:
     path.write_text(json.dumps({"name": "small", "family": {"n_stations": [3, 5], "pool": 2}}))
     env = LWMECPSEnv3(scenario_family=str(path), obs_format="graph")
     assert env.action_space.shape == (5,)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_a_model_trained_on_a_family_decides_for_clusters_it_never_saw(
+        ray_session, tmp_path: Path, algo: str, capsys: pytest.CaptureFixture) -> None:
+    from lwmecps_rllib import evaluate
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    params = (["--param", "train_batch_size_per_learner=256", "--param", "minibatch_size=64",
+               "--param", "num_epochs=1"] if algo == "ppo" else
+              ["--param", "learning_starts=50", "--param", "train_batch_size_per_learner=16",
+               "--param", "action_costs=false"])
+    out = tmp_path / "run"
+    assert train_cli.main(["--algo", algo, "--scenario-family", "family-edge",
+                           "--iterations", "1", "--num-envs", "2", "--output", str(out),
+                           "--no-eval", *params]) == 0
+    ckpt = out / "checkpoint"
+    assert json.loads((ckpt / "env_options.json").read_text()) == {"obs_format": "graph"}
+    # The same weights on 4, 16 and 64 stations (the family holds 4 to 32), masked.
+    from lwmecps_rllib.algorithms.inference import TrainedPolicy
+
+    policy = TrainedPolicy.from_checkpoint(ckpt)
+    assert policy.size_general
+    for scenario in ("testbed-4bs-peak", "metro-16", "city-64"):
+        env = LWMECPSEnv3(scenario=scenario, obs_format="graph")
+        policy.reset(env.cluster_view(), 0)
+        obs, _ = env.reset(seed=0)
+        for _ in range(3):
+            action = policy.act(None, obs)
+            assert action.shape == (env.spec_.n_deployments,)
+            obs, _, _, _, info = env.step(action)
+            assert info["valid_action"]
+    table = tmp_path / "city.json"
+    assert evaluate.main(["--scenario", "city-64", "--policy", "none", "--steps", "2",
+                          "--model", str(ckpt), "--output", str(table)]) == 0
+    assert json.loads(table.read_text())["results"]["checkpoint:checkpoint"]["steps"] == 2
+    capsys.readouterr()

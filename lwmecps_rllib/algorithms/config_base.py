@@ -244,4 +244,4 @@ class FactorisedQConfig(LWMECPSAlgorithmConfig):
                 "epsilon_timesteps": self.epsilon_timesteps,
                 "head_features": self.head_features(default="local"),
                 "reward_scale": self.reward_scale, "action_costs": known_action_costs(self),
-                "action_mask": known_action_mask(self)}
+                "action_mask": known_action_mask(self), "graph": known_graph(self)}

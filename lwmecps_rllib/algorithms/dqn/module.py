@@ -13,7 +13,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from lwmecps_rllib.algorithms.factorised_q import QF, QF_NEXT, QF_NEXT_TARGET, FactorisedQModule
-from lwmecps_rllib.algorithms.networks import heads_mlp
+from lwmecps_rllib.algorithms.networks import StationNet, heads_mlp, hidden_sizes
 
 
 class DQNModule(FactorisedQModule, TargetNetworkAPI):
@@ -27,7 +27,11 @@ class DQNModule(FactorisedQModule, TargetNetworkAPI):
     own features followed by the whole observation), `epsilon_start`, `epsilon`
     (final), `epsilon_timesteps` (linear decay), `action_costs` and `reward_scale`
     (the known cost of each joint action, added to Q exactly; see
-    :class:`~lwmecps_rllib.algorithms.factorised_q.FactorisedQModule`).
+    :class:`~lwmecps_rllib.algorithms.factorised_q.FactorisedQModule`). With `graph`
+    (`obs_format="graph"`) the heads are one
+    :class:`~lwmecps_rllib.algorithms.networks.StationNet` over the station rows, its
+    disallowed values at -1e9, and exploration draws among the observation's allowed
+    values.
     """
 
     @override(TorchRLModule)
@@ -35,7 +39,7 @@ class DQNModule(FactorisedQModule, TargetNetworkAPI):
         self.setup_actions()
         obs_dim = int(np.prod(self.observation_space.shape))
         self.qf = heads_mlp(self.model_config, self._dims, obs_dim,
-                            list(self.model_config.get("hidden", [128, 128])))
+                            hidden_sizes(self.model_config))
 
     def q_heads(self, net: torch.nn.Module, obs: torch.Tensor) -> list[torch.Tensor]:
         """Q-values of every head of `net`: a list of (B, nvec[d]) tensors."""
@@ -44,6 +48,14 @@ class DQNModule(FactorisedQModule, TargetNetworkAPI):
     @override(FactorisedQModule)
     def heads(self, obs: torch.Tensor) -> list[torch.Tensor]:
         return self.q_heads(self.qf, obs)
+
+    @override(FactorisedQModule)
+    def random_actions(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        """Among the values the graph observation's own mask allows, per station."""
+        if not isinstance(self.qf, StationNet):
+            return super().random_actions(obs, n)
+        allowed = self.qf.blocks(obs.flatten(1))[2].float()
+        return torch.multinomial(allowed.view(-1, allowed.shape[-1]), 1).view(n, -1)
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

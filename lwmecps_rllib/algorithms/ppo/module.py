@@ -20,7 +20,7 @@ from lwmecps_rllib.algorithms.distributions import (
     mask_logits,
     sample_categoricals,
 )
-from lwmecps_rllib.algorithms.networks import action_dims, heads_mlp, value_net
+from lwmecps_rllib.algorithms.networks import action_dims, heads_mlp, hidden_sizes, value_net
 
 
 class PPOModule(TorchRLModule, ValueFunctionAPI):
@@ -50,7 +50,7 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
     @override(TorchRLModule)
     def setup(self) -> None:
         obs_dim = int(np.prod(self.observation_space.shape))
-        hidden = list(self.model_config.get("hidden", [128, 128]))
+        hidden = hidden_sizes(self.model_config)
         self._dims = action_dims(self.action_space)
         self._discrete = len(self._dims) == 1 and not self.action_space.shape
         self.pi = heads_mlp(self.model_config, self._dims, obs_dim, hidden)

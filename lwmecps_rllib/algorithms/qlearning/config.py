@@ -63,6 +63,9 @@ class QLearningConfig(FactorisedQConfig):
     @property
     @override(FactorisedQConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
+        if (self.env_config or {}).get("obs_format") == "graph":
+            raise ValueError("obs_format='graph' (one policy for any cluster size) is for "
+                             "the network algorithms (ppo, dqn), not the Q-table of qlearning")
         return {**super()._model_config_auto_includes,
                 "bins": self.bins, "table_size": self.table_size}
 
