@@ -155,9 +155,15 @@ class StationNet(torch.nn.Module):
         emb = hidden[-1]
         self.phi = torch.nn.Sequential(mlp(self.g["columns"] + 2, hidden[:-1], emb),
                                        torch.nn.ReLU())
-        n_out = self.g["values"] if out == "logits" else 1
-        head_in = 3 * emb + 2 if out == "logits" else 2 * emb + 2
-        self.psi = mlp(head_in, hidden, n_out)
+        if out == "logits":
+            # psi's first layer on [own embedding, context, time], split in two: the
+            # context-and-time part is computed once per cluster, not once per station.
+            self.psi_own = torch.nn.Linear(emb, hidden[0])
+            self.psi_ctx = torch.nn.Linear(2 * emb + 2, hidden[0], bias=False)
+            self.psi = torch.nn.Sequential(torch.nn.ReLU(),
+                                           mlp(hidden[0], hidden[1:], self.g["values"]))
+        else:
+            self.psi = mlp(2 * emb + 2, hidden, 1)
 
     def blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(rows (B, M, F), mask (B, M), allowed (B, M, A), time (B, 2)) of a batch."""
@@ -181,5 +187,5 @@ class StationNet(torch.nn.Module):
         ctx = torch.cat([mean, mx], -1)
         if self.out == "value":
             return self.psi(torch.cat([ctx, time], -1))
-        head = torch.cat([emb, ctx[:, None, :].expand(-1, m, -1), t], -1)
-        return self.psi(head).masked_fill(~allowed, -1e9).flatten(1)
+        first = self.psi_own(emb) + self.psi_ctx(torch.cat([ctx, time], -1))[:, None, :]
+        return self.psi(first).masked_fill(~allowed, -1e9).flatten(1)
