@@ -40,7 +40,9 @@ def test_sweep_trains_on_augmented_days_when_asked():
     assert (opts.shuffle_stations, opts.load_jitter) == (True, 0.2)
     env_config = base_config(cfg).env_config
     assert env_config["shuffle_stations"] is True and env_config["load_jitter"] == 0.2
-    assert "load_jitter" not in base_config(SweepConfig()).env_config
+    assert "load_jitter" not in base_config(sweep_from_dict(base())).env_config
+    # The default sweep trains on the preset's augmented days too.
+    assert base_config(SweepConfig()).env_config["load_jitter"] == 0.2
 
 
 def test_default_file_is_the_builtin_default():
@@ -50,8 +52,7 @@ def test_default_file_is_the_builtin_default():
 def test_search_space_maps_to_tune_domains():
     from ray.tune.search.sample import Categorical, Float
 
-    cfg = load_sweep(Path(CONFIGS[0]).parent / "default.yaml")
-    space = search_space(cfg)
+    space = search_space(sweep_from_dict(base()))
     assert isinstance(space["learning_rate"], Float)
     assert space["learning_rate"].lower == 1e-4 and space["learning_rate"].upper == 1e-3
     assert isinstance(space["discount_factor"], Categorical)
@@ -67,8 +68,20 @@ def test_reference_names_are_training_parameters():
         assert {"learning_rate", "discount_factor", "epsilon", "lr", "gamma"} <= set(names)
 
 
+#: A sweep without a preset over the reference's three parameters (what the rejections
+#: below edit one key of).
+BASE = {"name": "base", "algorithm": "ppo", "scenario": "testbed-4bs",
+        "params": {"discount_factor": 0.9},
+        "search_space": {"learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
+                         "discount_factor": {"choice": [0.9, 0.95]},
+                         "epsilon": {"uniform": [0.1, 0.3]}},
+        "search": {"algorithm": "random", "num_samples": 4, "max_concurrent_trials": 2},
+        "scheduler": {"type": "asha", "grace_period": 3},
+        "stop": {"training_iteration": 12}}
+
+
 def base() -> dict:
-    return SweepConfig().to_dict()
+    return sweep_from_dict(BASE).to_dict()
 
 
 def with_(path: str, value) -> dict:
@@ -189,7 +202,7 @@ def test_a_preset_gives_the_recommended_settings_under_the_files() -> None:
 
 
 def test_our_algorithms_own_settings_are_sweep_parameters() -> None:
-    cfg = sweep_from_dict({"params": {"views": "local", "mask_actions": False}})
+    cfg = sweep_from_dict({"preset": None, "params": {"views": "local", "mask_actions": False}})
     assert cfg.training().params == {"views": "local", "mask_actions": False}
     with pytest.raises(SweepError, match="mask_actions must be true or false"):
         sweep_from_dict({"params": {"mask_actions": "no"}})

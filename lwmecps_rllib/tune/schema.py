@@ -124,9 +124,9 @@ class SweepConfig(_Section):
     """A sweep: what to train, what to search, when to stop, what to keep.
 
     The defaults are the default sweep (`python -m lwmecps_rllib.tune` without
-    `--config`, also written out in `tune_configs/default.yaml`): PPO on LWMECPSEnv3 of
-    `testbed-4bs`, four trials over learning rate, discount and clip range, ASHA, 12
-    iterations of 2048 env steps each. Building one checks it (pydantic's
+    `--config`, also written out in `tune_configs/default.yaml`): PPO's recommended
+    preset on LWMECPSEnv3 of `testbed-4bs-peak`, two trials side by side (entropy
+    coefficient 0.003 and 0.01), 1,000,000 env steps each. Building one checks it (pydantic's
     `ValidationError`); :func:`sweep_from_dict` and :func:`load_sweep` raise
     :class:`SweepError` instead.
     """
@@ -137,7 +137,7 @@ class SweepConfig(_Section):
     """Registered algorithm name or alias."""
     env: Text = "LWMECPSEnv3"
     """Env name."""
-    scenario: Text = "testbed-4bs"
+    scenario: Text = "testbed-4bs-peak"
     """Scenario name or YAML path (trained on trace A)."""
     backend: Literal["sim", "k8s"] = "sim"
     """Env backend: `sim` or `k8s` (a real cluster; one trial at a time)."""
@@ -156,26 +156,28 @@ class SweepConfig(_Section):
     """Observe the users of this many slots before the last, per station."""
     history_windows: list[Count] = Field(default_factory=list)
     """Observe the mean and max users per station over windows of this many slots."""
-    preset: Literal["recommended"] | None = None
+    preset: Literal["recommended"] | None = "recommended"
     """Start from the algorithm's recommended settings on the scenario
     (`lwmecps_rllib.presets`): its parameters under `params`, and its training-day
     augmentation and observation unless `shuffle_stations`, `load_jitter`, `history`,
-    `history_windows` are given."""
-    params: dict[str, Any] = Field(default_factory=lambda: {"discount_factor": 0.9})
+    `history_windows` are given. Default `recommended`; `null`: `params` alone."""
+    params: dict[str, Any] = Field(default_factory=dict)
     """Fixed hyper-parameters of every trial (over the preset's)."""
     model: dict[str, Any] = Field(default_factory=dict)
     """`model_config` overrides (e.g. `hidden: [64, 64]`)."""
     search_space: dict[str, Any] = Field(default_factory=lambda: {
-        "learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
-        "discount_factor": {"choice": [0.9, 0.95]},
-        "epsilon": {"uniform": [0.1, 0.3]},
+        "entropy_coeff": {"grid": [0.003, 0.01]},
     })
     """Searched hyper-parameters: name -> {distribution: arguments} or a fixed value."""
-    search: SearchSettings = Field(default_factory=SearchSettings)
-    """Search algorithm and trial count."""
-    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
-    """Trial scheduler."""
-    stop: dict[str, PositiveNumber] = Field(default_factory=lambda: {"training_iteration": 12})
+    search: SearchSettings = Field(
+        default_factory=lambda: SearchSettings(algorithm="grid", num_samples=1))
+    """Search algorithm and trial count (the default sweep: the grid once; a file's
+    `search` mapping starts from the section's own defaults)."""
+    scheduler: SchedulerSettings = Field(
+        default_factory=lambda: SchedulerSettings(type="fifo"))
+    """Trial scheduler (the default sweep: none; a file's `scheduler` mapping starts
+    from the section's own defaults, ASHA)."""
+    stop: dict[str, PositiveNumber] = Field(default_factory=lambda: {"env_steps": 1000000})
     """Stop criteria (any reached ends a trial): `training_iteration`, `env_steps`, `time_s`."""
     resources: dict[str, PositiveNumber] = Field(default_factory=lambda: {"cpu": 1})
     """Resources per trial: `cpu`."""
@@ -183,8 +185,9 @@ class SweepConfig(_Section):
     """Result key to optimise."""
     mode: Mode = "max"
     """`max` or `min`."""
-    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
-    """Trial checkpoints."""
+    checkpoint: CheckpointSettings = Field(
+        default_factory=lambda: CheckpointSettings(frequency=20))
+    """Trial checkpoints (the default sweep: every 20 iterations)."""
     max_failures: NonNegativeInt = 2
     """Retries of a failed trial from its last checkpoint."""
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
