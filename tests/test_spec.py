@@ -13,7 +13,8 @@ from lwmecps_rllib.spec import Budget, EnvOptions, Resources, TrainingSpec, chec
 
 
 @pytest.mark.parametrize(("cls", "data", "message"), [
-    (EnvOptions, {"obs_format": "image"}, "obs_format must be one of ['dict', 'box', 'graph'], got 'image'"),
+    (EnvOptions, {"obs_format": "image"},
+     "obs_format must be one of ['dict', 'box', 'graph'], got 'image'"),
     (EnvOptions, {"episode_length": 0}, "episode_length must be >= 1, got 0"),
     (EnvOptions, {"shuffle_stations": "yes"}, "shuffle_stations must be true or false"),
     (EnvOptions, {"scenrio": "x"}, "unknown key 'scenrio'; allowed: ['scenario'"),
