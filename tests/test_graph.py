@@ -228,6 +228,18 @@ def test_a_model_trained_on_a_family_decides_for_clusters_it_never_saw(
             assert action.shape == (env.spec_.n_deployments,)
             obs, _, _, _, info = env.step(action)
             assert info["valid_action"]
+    # Serving answers for a cluster of the model's range with the same weights.
+    from lwmecps_rllib.cluster import core
+    from lwmecps_rllib.serving.policy import PlacementPolicy, request_from_env
+    from lwmecps_rllib.serving.schema import PlacementRequest
+
+    served = PlacementPolicy.from_checkpoint(ckpt, "LWMECPSEnv3", "metro-16")
+    assert served.info["size_general"] is True
+    env = LWMECPSEnv3(scenario="metro-16", obs_format="graph")
+    env.reset(seed=0)
+    answer = served.decide([PlacementRequest(**request_from_env(env))])[0]
+    counts = np.array([d.replicas for d in answer.decisions])
+    assert len(counts) == 16 and (counts <= core.replica_bounds(env.spec_)).all()
     table = tmp_path / "city.json"
     assert evaluate.main(["--scenario", "city-64", "--policy", "none", "--steps", "2",
                           "--model", str(ckpt), "--output", str(table)]) == 0

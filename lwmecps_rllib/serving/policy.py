@@ -95,9 +95,11 @@ class PlacementPolicy:
         self.options = env_options(env, {"scenario": scenario, **(observation or {})})
         self.spec = self.env_cls.build_spec(self.sc, self.options)
         self.layout = self.env_cls.box_layout(self.spec, self.options)
+        self.size_general = self._fit_size_general(observation or {})
         self.hist_len = history_length(self.options)
         self.info = {"model_id": model_id, "env": env, "scenario": scenario,
                      "observation": dict(observation or {}),
+                     "size_general": self.size_general,
                      "history_slots": max(self.hist_len - 1, 0), **(info or {})}
         self.obs_dim = self.layout.size
         self.pinned = self.env_cls.action_kind == "replicas"
@@ -112,6 +114,17 @@ class PlacementPolicy:
         except RuntimeError as exc:
             raise ValueError(f"checkpoint {model_id!r} does not take {env} observations of "
                              f"scenario {scenario!r} ({self.obs_dim} values): {exc}") from exc
+
+    def _fit_size_general(self, observation: dict[str, Any]) -> bool:
+        """Fit a station-shared module (graph observation) to this scenario's stations;
+        whether the module is one."""
+        from lwmecps_rllib.algorithms.inference import fit_graph_module
+        from lwmecps_rllib.algorithms.networks import StationNet
+
+        if not any(isinstance(m, StationNet) for m in self.module.modules()):
+            return False
+        fit_graph_module(self.module, self.spec, observation)
+        return True
 
     # -- loading
 
