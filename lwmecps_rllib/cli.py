@@ -65,6 +65,9 @@ def add_env_arguments(parser: argparse.ArgumentParser, *, augmentation: bool = F
         parser.add_argument("--scenario-family", default=None, metavar="FAMILY",
                             help="train across generated clusters: family-edge or a family YAML "
                                  "(graph observation, simulator)")
+        parser.add_argument("--reward-per-station", action="store_true", default=None,
+                            help="train on each step's reward divided by the cluster's "
+                                 "stations (clusters of a family weigh alike)")
         parser.add_argument("--shuffle-stations", action="store_true", default=None,
                             help="train on the day with the stations' users reordered per "
                                  "episode (simulator only)")
@@ -93,8 +96,8 @@ def env_options_from_args(args: argparse.Namespace, trace: str = "a",
         except ValueError:
             raise ValueError(f"--history-windows must be integers separated by commas, "
                              f"got {args.history_windows!r}") from None
-    for name in ("obs_format", "max_stations", "scenario_family", "shuffle_stations",
-                 "load_jitter", "history", "history_windows"):
+    for name in ("obs_format", "max_stations", "scenario_family", "reward_per_station",
+                 "shuffle_stations", "load_jitter", "history", "history_windows"):
         value = windows if name == "history_windows" else getattr(args, name, None)
         if value is None:
             value = defaults.get(name)

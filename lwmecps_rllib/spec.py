@@ -54,6 +54,10 @@ class EnvOptions(Spec):
     max_stations: int | None = Field(None, ge=1, le=4096)
     """`obs_format="graph"`: rows of the observation (default: the scenario's stations,
     or the family's most)."""
+    reward_per_station: bool = False
+    """Training option: divide each step's reward by the cluster's stations, so that
+    clusters of different sizes (a scenario family) weigh alike in the returns. The
+    termination threshold still applies to the cluster's reward."""
     scenario_family: str | None = None
     """Train across generated clusters: a shipped family (`family-edge`) or a family
     YAML path (`lwmecps_rllib.scenarios.family`); each episode runs on a member drawn

@@ -245,3 +245,31 @@ def test_a_model_trained_on_a_family_decides_for_clusters_it_never_saw(
                           "--model", str(ckpt), "--output", str(table)]) == 0
     assert json.loads(table.read_text())["results"]["checkpoint:checkpoint"]["steps"] == 2
     capsys.readouterr()
+
+
+def test_reward_per_station_divides_the_step_reward_by_the_stations() -> None:
+    plain = LWMECPSEnv3(scenario="metro-16", obs_format="graph")
+    per = LWMECPSEnv3(scenario="metro-16", obs_format="graph", reward_per_station=True)
+    a = np.ones(16, np.int64)
+    plain.reset(seed=3)
+    per.reset(seed=3)
+    r_plain, r_per = plain.step(a)[1], per.step(a)[1]
+    assert r_per == pytest.approx(r_plain / 16)
+    vec = LWMECPSEnv3Vector(1, scenario="metro-16", reward_per_station=True)
+    vec.reset(seed=0)
+    plain_vec = LWMECPSEnv3Vector(1, scenario="metro-16")
+    plain_vec.reset(seed=0)
+    a = np.ones((1, 16), np.int64)
+    assert vec.step(a)[1][0] == pytest.approx(plain_vec.step(a)[1][0] / 16)
+
+
+def test_load_per_ready_replica_is_what_the_pods_carry() -> None:
+    env = LWMECPSEnv3(scenario="testbed-4bs-peak", obs_format="graph")
+    obs, _ = env.reset(seed=0)
+    rows = env.layout.view(obs, "stations")
+    cols = env.layout["stations"].columns
+    load, ready = rows[:, cols.index("load")], rows[:, cols.index("ready")]
+    per = rows[:, cols.index("load_per_ready")]
+    mp = env.spec_.max_pods
+    np.testing.assert_allclose(per, np.minimum(load * mp / np.maximum(ready * mp, 1), 4),
+                               rtol=1e-5)

@@ -350,6 +350,8 @@ class ClusterEnv(gym.Env):
             info["error"] = error
         terminated = self._terminated(reward)
         truncated = self.steps >= self.episode_length and not terminated
+        if self.options.reward_per_station:
+            reward /= self.spec_.n_stations
         return self._observe(), reward, terminated, truncated, info
 
     def cluster_view(self) -> ClusterView:

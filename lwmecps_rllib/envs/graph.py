@@ -15,6 +15,8 @@ cluster, padded to `max_stations` rows so that RLlib's fixed spaces hold:
   - `bound`: the most replicas the mask allows it (:func:`core.replica_bounds`) over
     `max_replicas`;
   - `delay`: the network delay from the station to its node, in the same units;
+  - `load_per_ready`: the last slot's requests per ready replica, in pods' worth (above
+    1 the pods throttle; what `hpa`'s metric follows);
   - then, with `history_windows`, the mean and max `load` over each window, and with
     `history`, the `load` of each earlier slot (oldest first).
   All are capped at :data:`CAP`.
@@ -40,7 +42,8 @@ from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.spec import EnvOptions
 
 #: Features of a station row before its history.
-STATION_COLUMNS = ("load", "replicas", "ready", "latency", "node_pods", "bound", "delay")
+STATION_COLUMNS = ("load", "replicas", "ready", "latency", "node_pods", "bound", "delay",
+                   "load_per_ready")
 #: Upper bound of every station feature.
 CAP = 4.0
 #: Latencies and delays are observed in these units (ms).
@@ -136,6 +139,8 @@ def graph_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: M
     rows[:, :d, 2] = core.ready_counts(state, core.now_s(spec, state)) / mp
     rows[:, :d, 3] = np.minimum(m.node_avg_latency_ms[:, st.home],
                                 spec.failed_latency_ms) / LATENCY_UNIT_MS
+    ready = rows[:, :d, 2] * mp
+    rows[:, :d, 7] = rows[:, :d, 0] * mp / np.maximum(ready, 1.0)
     windows = layout.meta.get("history_windows", ())
     k = layout.meta.get("history", 0)
     if windows or k:

@@ -143,6 +143,8 @@ class LWMECPSEnv3Vector(VectorEnv):
         thr = sc.termination_reward
         terminated = reward < thr if thr is not None else np.zeros(self.num_envs, bool)
         truncated = (self.steps >= self.episode_length) & ~terminated
+        if self.options.reward_per_station:
+            reward = reward / spec.n_stations
         if reset_rows.size:
             reward[reset_rows] = 0.0
             terminated[reset_rows] = False
