@@ -157,9 +157,12 @@ class EnvOptions(Spec):
         return self.shuffle_stations or self.load_jitter > 0
 
     def evaluation(self, trace: str = "b") -> EnvOptions:
-        """The same env on `trace` as it really is: the day replayed without augmentation
-        (no station shuffle, no load jitter), the observation options kept."""
-        return self.replace(trace=trace, shuffle_stations=False, load_jitter=0.0)
+        """The same env on `trace` as it really is: the day replayed without the training
+        options (no station shuffle, no load jitter, the cluster's own reward, the
+        `scenario` rather than a family), the observation options kept."""
+        return self.replace(trace=trace, shuffle_stations=False, load_jitter=0.0,
+                            reward_per_station=False, scenario_family=None,
+                            max_stations=None)
 
     @property
     def scenario_name(self) -> str:

@@ -50,8 +50,11 @@ def test_env_options_pass_whole_and_round_trip_through_env_config() -> None:
         LWMECPSEnv3(n_deployments=2)
     assert LWMECPSEnv2(n_deployments=2).spec_.n_deployments == 2
     # Evaluation replays the day as it is, with the observation options kept.
-    ev = opts.replace(history=2).evaluation("b")
+    ev = opts.replace(history=2, reward_per_station=True).evaluation("b")
     assert (ev.trace, ev.shuffle_stations, ev.load_jitter, ev.history) == ("b", False, 0.0, 2)
+    assert not ev.reward_per_station
+    fam = EnvOptions(scenario_family="family-edge", obs_format="graph").evaluation("b")
+    assert (fam.scenario_family, fam.obs_format, fam.scenario) == (None, "graph", "testbed-4bs")
 
 
 def test_the_k8s_rules_live_once() -> None:
