@@ -126,9 +126,9 @@ def graph_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: M
                  phase: np.ndarray | None = None) -> np.ndarray:
     """(B, size) graph observations of B clusters (`cap_norm` is unused: capacities are
     absolute here, in pods)."""
-    st = layout.meta.get("_static")
+    st = layout.cache.get("static")
     if st is None or st.spec is not spec:
-        st = layout.meta["_static"] = _Static(spec, layout)
+        st = layout.cache["static"] = _Static(spec, layout)
     b, d = len(state.slot), spec.n_deployments
     if phase is None:
         phase = 2.0 * np.pi * (state.slot % spec.n_slots) / spec.n_slots

@@ -59,6 +59,9 @@ class ObsLayout:
 
     def __init__(self, blocks: list[tuple], meta: dict | None = None) -> None:
         self.meta = dict(meta or {})
+        #: What an encoder derives once per layout (block offsets, a cluster's fixed
+        #: rows); not part of the layout's description.
+        self.cache: dict = {}
         out, start = [], 0
         for item in blocks:
             name, shape, low, high, *cols = item

@@ -60,8 +60,11 @@ def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Me
         return graph_encode(spec, layout, state, m, users_hist=users_hist, phase=phase)
     if phase is None:
         phase = 2.0 * np.pi * (state.slot % spec.n_slots) / spec.n_slots
-    offsets = np.array([layout[name].start for name in
-                        ("nodes", "replicas", "ready", "users", "time_of_day")], np.int64)
+    offsets = layout.cache.get("offsets")
+    if offsets is None:  # where the kernel writes each block; fixed per layout
+        offsets = layout.cache["offsets"] = np.array(
+            [layout[name].start for name in
+             ("nodes", "replicas", "ready", "users", "time_of_day")], np.int64)
     out = np.empty((len(state.slot), layout.size), np.float32)
     kernels.env3_obs(state.replicas, state.ready_at, state.slot, m.data,
                      spec.cap_norm if cap_norm is None else cap_norm, spec.max_pods,
