@@ -32,6 +32,7 @@ Round `r` of fail-over sends every pending request of origin `o` to station
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -346,7 +347,7 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
     """
     n_slots = spec.scenario.slots_per_step if n_slots is None else n_slots
     per_cluster = (n_slots if isinstance(n_slots, np.ndarray)
-                   else np.full(len(state.slot), n_slots, np.int64))
+                   else _slot_counts(len(state.slot), int(n_slots)))
     moving = not spec.pinned  # only placement envs have moves to commit
     new = ClusterState(state.slot.copy(), state.replicas, state.ready_at,
                        state.node_of.copy() if moving else state.node_of, state.move_to,
@@ -383,10 +384,24 @@ def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
     return m
 
 
+@functools.lru_cache(maxsize=64)
+def _slot_counts(b: int, n: int) -> np.ndarray:
+    """(B,) slots to simulate per cluster, all `n` (read-only; shared between calls)."""
+    out = np.full(b, n, np.int64)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _no_hist(b: int) -> np.ndarray:
+    """The (B, 0) histogram that records nothing (shared between calls)."""
+    return np.empty((b, 0))
+
+
 def _hist(hist: np.ndarray | None, b: int) -> np.ndarray:
     """The kernels' histogram argument: `hist`, or (B, 0) for none."""
     if hist is None:
-        return np.empty((b, 0))
+        return _no_hist(b)
     if hist.shape[0] != b or hist.dtype != np.float64 or not hist.flags.c_contiguous:
         raise ValueError(f"latency_hist must be a C-contiguous float64 (B={b}, K) array")
     return hist
