@@ -345,3 +345,29 @@ def test_history_on_a_cluster_comes_from_its_own_measurements() -> None:
         seen.append(env.last.users[0].copy())
     np.testing.assert_allclose(env.layout.view(obs[None], "users_history")[0],
                                np.stack(seen[:2], 1) / env.scenario.max_users, atol=1e-6)
+
+
+@pytest.mark.parametrize("scenario", ["testbed-4bs-peak", "metro-16"])
+def test_the_compiled_step_is_the_generic_step(scenario: str) -> None:
+    """LWMECPSEnv3's one-call simulator step gives what the generic step gives: the same
+    observations, rewards, infos and states, valid and invalid actions alike."""
+    from lwmecps_rllib.envs.lwmecps_env3 import LWMECPSEnv3
+
+    class Generic(LWMECPSEnv3):
+        _fast = False
+
+    fast, slow = LWMECPSEnv3(scenario=scenario, obs_format="box"), \
+        Generic(scenario=scenario, obs_format="box")
+    assert fast._fast and not slow._fast
+    rng = np.random.default_rng(0)
+    fast.reset(seed=1)
+    slow.reset(seed=1)
+    for _ in range(300):
+        act = rng.integers(0, fast.spec_.max_pods + 1, size=fast.spec_.n_deployments)
+        a, b = fast.step(act), slow.step(act)
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+        for f in ("slot", "replicas", "ready_at", "node_of"):
+            assert np.array_equal(getattr(fast.state, f), getattr(slow.state, f))
+        if a[2] or a[3]:
+            fast.reset()
+            slow.reset()

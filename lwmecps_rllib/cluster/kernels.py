@@ -369,3 +369,38 @@ def in_range(a: np.ndarray, high: int) -> bool:
         if x < 0 or x > high:
             return False
     return True
+
+
+@numba.njit(cache=True)
+def env3_sim_step(new: np.ndarray, home: np.ndarray, old: np.ndarray, slot: np.ndarray,
+                  ready_at: np.ndarray, node_of: np.ndarray, move_to: np.ndarray,
+                  move_at: np.ndarray, trace: np.ndarray, station_dep: np.ndarray,
+                  delay_s: np.ndarray, params: np.ndarray, n_slots: np.ndarray, key: int,
+                  hist: np.ndarray, pod_request: np.ndarray, node_cap: np.ndarray,
+                  startup: float, pod_usage: np.ndarray, failed_latency_ms: float,
+                  weights: np.ndarray, cap_norm: np.ndarray, max_pods: int,
+                  max_users: float, day_slots: int, offsets: np.ndarray, meas: np.ndarray,
+                  metrics: np.ndarray, obs: np.ndarray) -> bool:
+    """One simulated step of one LWMECPSEnv3 cluster in one call: the same kernels, in
+    the order the env's step calls them (fit check, scale, advance, reward terms, box
+    observation), without returning to Python between them.
+
+    `slot` and `ready_at` are the step's own copies (updated in place); `meas` must be
+    zeros. Returns whether the action fitted (and was applied).
+    """
+    ok = fits(new, home, pod_request, node_cap)[0]
+    slot_s = params[P_SLOT]
+    reps = old
+    if ok:
+        scale(ready_at, old, new, slot, slot_s, startup)
+        reps = new
+    advance(slot, ready_at, node_of, move_to, move_at, trace, station_dep, delay_s, params,
+            n_slots, key, False, meas, hist)
+    step_metrics(reps, home, meas, node_cap, pod_usage, pod_request[0], failed_latency_ms,
+                 weights, metrics)
+    phase = np.empty(slot.shape[0])
+    for b in range(slot.shape[0]):
+        phase[b] = 2.0 * np.pi * (slot[b] % day_slots) / day_slots
+    env3_obs(reps, ready_at, slot, meas, cap_norm, max_pods, failed_latency_ms, max_users,
+             slot_s, phase, offsets, obs)
+    return ok

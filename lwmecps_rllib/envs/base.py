@@ -338,9 +338,15 @@ class ClusterEnv(gym.Env):
             self.state, self.last = self.backend.advance(self.state, self.np_random)
         if self._users_hist is not None:
             push(self._users_hist, self.last.users)
-        self.steps += 1
         metrics = core.step_metrics(self.spec_, self.last, self.state.replicas,
                                     self._current_nodes())[0]
+        reward, terminated, truncated, info = self._outcome(metrics, valid, error, hist)
+        return self._observe(), reward, terminated, truncated, info
+
+    def _outcome(self, metrics: np.ndarray, valid: bool, error: str | None,
+                 hist: np.ndarray | None) -> tuple[float, bool, bool, dict[str, Any]]:
+        """A measured step's reward, episode end and info (counts the step)."""
+        self.steps += 1
         reward = (self._reward(metrics) if valid and error is None
                   else float(self.scenario.invalid_action_reward))
         info = metrics_info(metrics, valid, int(self.state.slot[0]))
@@ -352,7 +358,7 @@ class ClusterEnv(gym.Env):
         truncated = self.steps >= self.episode_length and not terminated
         if self.options.reward_per_station:
             reward /= self.spec_.n_stations
-        return self._observe(), reward, terminated, truncated, info
+        return reward, terminated, truncated, info
 
     def cluster_view(self) -> ClusterView:
         """The cluster as policies may see it: read-only copies, no access to the backend."""

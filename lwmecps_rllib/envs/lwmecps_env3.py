@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from lwmecps_rllib.backends import SimBackend
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
@@ -225,6 +226,13 @@ class LWMECPSEnv3(ClusterEnv):
             self.observation_space = self._dict_space()
         self._action_shape = (heads,)
 
+    @property
+    def _fast(self) -> bool:
+        """Whether a step may run as one compiled call (see :meth:`step`)."""
+        return (self.obs_format == "box" and self._replay is not None
+                and isinstance(self.backend, SimBackend) and not self._hist_len
+                and not self.options.record_latency)
+
     def _use_scenario(self, scenario: Scenario) -> None:
         """The cluster's layout, home nodes and deployments per node, besides the base's."""
         super()._use_scenario(scenario)
@@ -232,6 +240,12 @@ class LWMECPSEnv3(ClusterEnv):
         self.layout = env3_layout(spec, self.options)
         self._home = spec.home_node[None, :].copy()
         self._deps_on = [np.flatnonzero(spec.home_node == n) for n in range(spec.n_nodes)]
+        self._meas_width = Measurement.zeros(1, spec.n_nodes, spec.n_stations).data.shape[1]
+        self._slot_counts = np.full(1, scenario.slots_per_step, np.int64)
+        self._no_hist = np.empty((1, 0))
+        self._offsets = np.array([self.layout[name].start for name in
+                                  ("nodes", "replicas", "ready", "users", "time_of_day")]
+                                 if "nodes" in self.layout else [], np.int64)
 
     @classmethod
     def build_spec(cls, scenario: Scenario, options: EnvOptions) -> ClusterSpec:
@@ -291,6 +305,33 @@ class LWMECPSEnv3(ClusterEnv):
             "time_of_day": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
             **self._history_spaces(),
         })
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """As every env's step; on the simulator with the plain box observation the
+        simulation, reward terms and observation run in one compiled call
+        (:func:`lwmecps_rllib.cluster.kernels.env3_sim_step`, the same kernels in the
+        same order)."""
+        if not self._fast or self.state is None:
+            return super().step(action)
+        replicas, _ = self._decode(action)
+        spec, st = self.spec_, self.state
+        slot, ready_at = st.slot.copy(), st.ready_at.copy()
+        meas = np.zeros((1, self._meas_width))
+        metrics = np.empty((1, kernels.N_METRICS))
+        obs = np.empty((1, self.layout.size), np.float32)
+        key = self.np_random.bit_generator.random_raw() >> 1
+        valid = bool(kernels.env3_sim_step(
+            replicas, self._home, st.replicas, slot, ready_at, st.node_of, st.move_to,
+            st.move_at, self._replay, spec.station_deployment, spec.delay_s, spec.params,
+            self._slot_counts, key, self._no_hist, spec.pod_request, spec.node_cap,
+            float(spec.scenario.pod_startup_s), spec.pod_usage, spec.failed_latency_ms,
+            spec.weights, spec.cap_norm, spec.max_pods, spec.max_users, spec.n_slots,
+            self._offsets, meas, metrics, obs))
+        reps = replicas.astype(np.int64) if valid else st.replicas
+        self.state = ClusterState(slot, reps, ready_at, st.node_of, st.move_to, st.move_at)
+        self.last = Measurement(meas, spec.n_nodes)
+        reward, terminated, truncated, info = self._outcome(metrics[0], valid, None, None)
+        return obs[0], reward, terminated, truncated, info
 
     def _decode(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
         a = np.asarray(action, dtype=np.int64)
