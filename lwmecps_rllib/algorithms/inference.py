@@ -41,6 +41,12 @@ def load_module(checkpoint: str | Path) -> RLModule:
                             f"(expected {MODULE_SUBDIR}/module_state.*)")
 
 
+def is_size_general(module: RLModule) -> bool:
+    """Whether the module decides for any number of stations (its networks are
+    :class:`StationNet`, trained on the graph observation)."""
+    return any(isinstance(m, StationNet) for m in module.modules())
+
+
 def fit_graph_module(module: RLModule, spec: Any, observation: dict[str, Any]) -> int:
     """Point a station-shared module at the graph observation of cluster `spec`.
 
@@ -109,7 +115,7 @@ class TrainedPolicy:
     @property
     def size_general(self) -> bool:
         """Whether the module decides for any number of stations (graph observation)."""
-        return any(isinstance(m, StationNet) for m in self.module.modules())
+        return is_size_general(self.module)
 
     def reset(self, view: Any, seed: int) -> None:
         """A size-general module is fitted to the cluster's station count."""

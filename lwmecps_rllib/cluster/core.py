@@ -347,7 +347,7 @@ def advance(spec: ClusterSpec, state: ClusterState, trace: np.ndarray, rng: np.r
     """
     n_slots = spec.scenario.slots_per_step if n_slots is None else n_slots
     per_cluster = (n_slots if isinstance(n_slots, np.ndarray)
-                   else _slot_counts(len(state.slot), int(n_slots)))
+                   else slot_counts(len(state.slot), int(n_slots)))
     moving = not spec.pinned  # only placement envs have moves to commit
     new = ClusterState(state.slot.copy(), state.replicas, state.ready_at,
                        state.node_of.copy() if moving else state.node_of, state.move_to,
@@ -385,7 +385,7 @@ def simulate_slot(spec: ClusterSpec, ready: np.ndarray, node_of: np.ndarray,
 
 
 @functools.lru_cache(maxsize=64)
-def _slot_counts(b: int, n: int) -> np.ndarray:
+def slot_counts(b: int, n: int) -> np.ndarray:
     """(B,) slots to simulate per cluster, all `n` (read-only; shared between calls)."""
     out = np.full(b, n, np.int64)
     out.flags.writeable = False
@@ -393,7 +393,7 @@ def _slot_counts(b: int, n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _no_hist(b: int) -> np.ndarray:
+def no_latency_hist(b: int) -> np.ndarray:
     """The (B, 0) histogram that records nothing (shared between calls)."""
     return np.empty((b, 0))
 
@@ -401,7 +401,7 @@ def _no_hist(b: int) -> np.ndarray:
 def _hist(hist: np.ndarray | None, b: int) -> np.ndarray:
     """The kernels' histogram argument: `hist`, or (B, 0) for none."""
     if hist is None:
-        return _no_hist(b)
+        return no_latency_hist(b)
     if hist.shape[0] != b or hist.dtype != np.float64 or not hist.flags.c_contiguous:
         raise ValueError(f"latency_hist must be a C-contiguous float64 (B={b}, K) array")
     return hist

@@ -18,7 +18,7 @@ from lwmecps_rllib.cluster.view import ClusterView
 from lwmecps_rllib.envs.history import history_length, initial_history, push, summaries
 from lwmecps_rllib.envs.layout import ObsLayout
 from lwmecps_rllib.scenarios import Scenario, ScenarioError, load_scenario
-from lwmecps_rllib.scenarios.family import load_family
+from lwmecps_rllib.scenarios.family import ScenarioFamily, load_family
 from lwmecps_rllib.spec import EnvOptions
 
 #: Upper bound of the users-per-station observation in the dict forms.
@@ -142,6 +142,28 @@ def metrics_info(metrics: np.ndarray, valid: bool, slot: int) -> dict[str, Any]:
     }
 
 
+def family_options(options: EnvOptions) -> tuple[ScenarioFamily | None, EnvOptions]:
+    """The options' scenario family (None without one), and the options with
+    `max_stations` defaulting to the family's most stations.
+
+    Raises:
+        ValueError: a family without `obs_format="graph"`, or `max_stations` below the
+            family's most stations.
+    """
+    if options.scenario_family is None:
+        return None, options
+    if options.obs_format != "graph":
+        raise ValueError(f"scenario_family needs obs_format='graph', got "
+                         f"{options.obs_format!r}")
+    family = load_family(options.scenario_family)
+    if options.max_stations is None:
+        return family, options.replace(max_stations=family.max_stations)
+    if options.max_stations < family.max_stations:
+        raise ValueError(f"max_stations must be at least the family's "
+                         f"{family.max_stations} stations, got {options.max_stations}")
+    return family, options
+
+
 class ClusterEnv(gym.Env):
     """Base of LWMECPSEnv, LWMECPSEnv2 and LWMECPSEnv3 (see their docstrings).
 
@@ -170,23 +192,12 @@ class ClusterEnv(gym.Env):
         if opts.n_deployments is not None and not self.has_n_deployments:
             raise ValueError(f"n_deployments is only an option of LWMECPSEnv2, not "
                              f"{type(self).__name__}")
-        if (opts.obs_format == "graph") != (opts.max_stations is not None) and \
-                opts.max_stations is not None:
+        if opts.max_stations is not None and opts.obs_format != "graph":
             raise ValueError("max_stations is only an option of obs_format='graph'")
         if opts.obs_format == "graph" and not self.has_graph:
             raise ValueError(f"obs_format must be one of ['dict', 'box'] for "
                              f"{type(self).__name__} (only LWMECPSEnv3 has 'graph')")
-        self.family = None
-        if opts.scenario_family is not None:
-            if opts.obs_format != "graph":
-                raise ValueError(f"scenario_family needs obs_format='graph', got "
-                                 f"{opts.obs_format!r}")
-            self.family = load_family(opts.scenario_family)
-            if opts.max_stations is None:
-                opts = opts.replace(max_stations=self.family.max_stations)
-            elif opts.max_stations < self.family.max_stations:
-                raise ValueError(f"max_stations must be at least the family's "
-                                 f"{self.family.max_stations} stations, got {opts.max_stations}")
+        self.family, opts = family_options(opts)
         self.options = opts
         self.trace_name = opts.trace
         self.obs_format = opts.obs_format

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lwmecps_rllib.backends import SimBackend
 from lwmecps_rllib.cluster import core, kernels
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 from lwmecps_rllib.envs.base import MAX_USERS, ClusterEnv
@@ -61,11 +60,7 @@ def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Me
         return graph_encode(spec, layout, state, m, users_hist=users_hist, phase=phase)
     if phase is None:
         phase = 2.0 * np.pi * (state.slot % spec.n_slots) / spec.n_slots
-    offsets = layout.cache.get("offsets")
-    if offsets is None:  # where the kernel writes each block; fixed per layout
-        offsets = layout.cache["offsets"] = np.array(
-            [layout[name].start for name in
-             ("nodes", "replicas", "ready", "users", "time_of_day")], np.int64)
+    offsets = box_offsets(layout)
     out = np.empty((len(state.slot), layout.size), np.float32)
     kernels.env3_obs(state.replicas, state.ready_at, state.slot, m.data,
                      spec.cap_norm if cap_norm is None else cap_norm, spec.max_pods,
@@ -73,6 +68,16 @@ def env3_encode(spec: ClusterSpec, layout: ObsLayout, state: ClusterState, m: Me
                      np.asarray(phase, np.float64), offsets, out)
     write_history(layout, out, users_hist, spec.max_users)
     return out
+
+
+def box_offsets(layout: ObsLayout) -> np.ndarray:
+    """Where the box kernel writes each block of the layout (kept on the layout)."""
+    offsets = layout.cache.get("offsets")
+    if offsets is None:
+        offsets = layout.cache["offsets"] = np.array(
+            [layout[name].start for name in
+             ("nodes", "replicas", "ready", "users", "time_of_day")], np.int64)
+    return offsets
 
 
 def env3_head_views(spec: ClusterSpec, layout: ObsLayout) -> list[list[int]]:
@@ -229,9 +234,8 @@ class LWMECPSEnv3(ClusterEnv):
     @property
     def _fast(self) -> bool:
         """Whether a step may run as one compiled call (see :meth:`step`)."""
-        return (self.obs_format == "box" and self._replay is not None
-                and isinstance(self.backend, SimBackend) and not self._hist_len
-                and not self.options.record_latency)
+        return (self.obs_format == "box" and self._replay is not None  # the simulator
+                and not self._hist_len and not self.options.record_latency)
 
     def _use_scenario(self, scenario: Scenario) -> None:
         """The cluster's layout, home nodes and deployments per node, besides the base's."""
@@ -240,12 +244,6 @@ class LWMECPSEnv3(ClusterEnv):
         self.layout = env3_layout(spec, self.options)
         self._home = spec.home_node[None, :].copy()
         self._deps_on = [np.flatnonzero(spec.home_node == n) for n in range(spec.n_nodes)]
-        self._meas_width = Measurement.zeros(1, spec.n_nodes, spec.n_stations).data.shape[1]
-        self._slot_counts = np.full(1, scenario.slots_per_step, np.int64)
-        self._no_hist = np.empty((1, 0))
-        self._offsets = np.array([self.layout[name].start for name in
-                                  ("nodes", "replicas", "ready", "users", "time_of_day")]
-                                 if "nodes" in self.layout else [], np.int64)
 
     @classmethod
     def build_spec(cls, scenario: Scenario, options: EnvOptions) -> ClusterSpec:
@@ -316,20 +314,21 @@ class LWMECPSEnv3(ClusterEnv):
         replicas, _ = self._decode(action)
         spec, st = self.spec_, self.state
         slot, ready_at = st.slot.copy(), st.ready_at.copy()
-        meas = np.zeros((1, self._meas_width))
+        m = Measurement.zeros(1, spec.n_nodes, spec.n_stations)
         metrics = np.empty((1, kernels.N_METRICS))
         obs = np.empty((1, self.layout.size), np.float32)
         key = self.np_random.bit_generator.random_raw() >> 1
         valid = bool(kernels.env3_sim_step(
             replicas, self._home, st.replicas, slot, ready_at, st.node_of, st.move_to,
             st.move_at, self._replay, spec.station_deployment, spec.delay_s, spec.params,
-            self._slot_counts, key, self._no_hist, spec.pod_request, spec.node_cap,
+            core.slot_counts(1, spec.scenario.slots_per_step), key, core.no_latency_hist(1),
+            spec.pod_request, spec.node_cap,
             float(spec.scenario.pod_startup_s), spec.pod_usage, spec.failed_latency_ms,
             spec.weights, spec.cap_norm, spec.max_pods, spec.max_users, spec.n_slots,
-            self._offsets, meas, metrics, obs))
+            box_offsets(self.layout), m.data, metrics, obs))
         reps = replicas.astype(np.int64) if valid else st.replicas
         self.state = ClusterState(slot, reps, ready_at, st.node_of, st.move_to, st.move_at)
-        self.last = Measurement(meas, spec.n_nodes)
+        self.last = m
         reward, terminated, truncated, info = self._outcome(metrics[0], valid, None, None)
         return obs[0], reward, terminated, truncated, info
 

@@ -121,18 +121,15 @@ def graph_config(name: str, config: dict[str, Any] | EnvOptions | None = None
     """Where a station-shared network finds the graph blocks of env `name`'s observation
     (:func:`lwmecps_rllib.envs.graph.graph_model_config`), or None unless its options
     ask for `obs_format="graph"`."""
+    from lwmecps_rllib.envs.base import family_options
     from lwmecps_rllib.envs.graph import graph_model_config
     from lwmecps_rllib.scenarios import load_scenario
-    from lwmecps_rllib.scenarios.family import load_family
 
     opts = env_options(name, config)
     if opts.obs_format != "graph":
         return None
     cls = env_class(name)
-    scenario = load_scenario(opts.scenario)
-    if opts.scenario_family is not None:
-        family = load_family(opts.scenario_family)
-        scenario = family.member(0)
-        opts = opts.replace(max_stations=opts.max_stations or family.max_stations)
+    family, opts = family_options(opts)
+    scenario = family.member(0) if family is not None else load_scenario(opts.scenario)
     spec = cls.build_spec(scenario, opts)
     return graph_model_config(cls.box_layout(spec, opts))

@@ -118,10 +118,9 @@ class PlacementPolicy:
     def _fit_size_general(self, observation: dict[str, Any]) -> bool:
         """Fit a station-shared module (graph observation) to this scenario's stations;
         whether the module is one."""
-        from lwmecps_rllib.algorithms.inference import fit_graph_module
-        from lwmecps_rllib.algorithms.networks import StationNet
+        from lwmecps_rllib.algorithms.inference import fit_graph_module, is_size_general
 
-        if not any(isinstance(m, StationNet) for m in self.module.modules()):
+        if not is_size_general(self.module):
             return False
         fit_graph_module(self.module, self.spec, observation)
         return True
