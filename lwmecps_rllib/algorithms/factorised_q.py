@@ -105,6 +105,14 @@ class FactorisedQModule(TorchRLModule):
                     within &= ok.numpy()[joint[:, d]]
             self._joint_allowed = None if within.all() else torch.as_tensor(within)
 
+    def set_heads(self, dims: list[int]) -> None:
+        """Act with these action heads from now on (a station-shared module fitted to
+        another cluster size; the graph observation carries its own mask, and no
+        `action_costs` are known for it)."""
+        self._dims = list(dims)
+        self._allowed = [None] * len(dims)
+        self._choices = [torch.arange(n) for n in dims]
+
     def q_value(self, heads: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
         """(B,) `Q(s, a)` of the taken actions: the heads' mean, less the known cost.
 

@@ -80,12 +80,7 @@ def fit_graph_module(module: RLModule, spec: Any, observation: dict[str, Any]) -
                     f"{net.g['columns']} features per station; this cluster needs "
                     f"{graph['values']} counts (max_replicas + 1) and {graph['columns']}")
             net.g = dict(graph)
-    heads = graph["rows"]
-    if hasattr(module, "_dims"):
-        module._dims = [graph["values"]] * heads
-    if isinstance(getattr(module, "_allowed", None), list):  # factorised Q: the mask is
-        module._allowed = [None] * heads                     # the observation's own
-        module._choices = [torch.arange(graph["values"])] * heads
+    module.set_heads([graph["values"]] * graph["rows"])
     return layout.size
 
 

@@ -63,6 +63,11 @@ class PPOModule(TorchRLModule, ValueFunctionAPI):
             self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(
                 input_lens=self._dims)
 
+    def set_heads(self, dims: list[int]) -> None:
+        """Act with these action heads from now on (a station-shared module fitted to
+        another cluster size; the graph observation carries its own mask)."""
+        self._dims = list(dims)
+
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, sum(nvec)) action logits, the heads side by side; the values `action_mask`
         forbids masked, so they are never sampled or picked."""
