@@ -70,7 +70,7 @@ def test_reference_names_are_training_parameters():
 
 #: A sweep without a preset over the reference's three parameters (what the rejections
 #: below edit one key of).
-BASE = {"name": "base", "algorithm": "ppo", "scenario": "testbed-4bs",
+BASE = {"name": "base", "algorithm": "ppo", "scenario": "testbed-4bs", "preset": None,
         "params": {"discount_factor": 0.9},
         "search_space": {"learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
                          "discount_factor": {"choice": [0.9, 0.95]},
@@ -163,6 +163,20 @@ def test_to_dict_is_the_file_format():
     assert d["stop"] == {"training_iteration": 2}
     assert type(d["stop"]["training_iteration"]) is int
     assert sweep_from_dict(d) == cfg
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "ppo.yaml", "dqn.yaml"])
+def test_a_written_sweep_trains_the_same_env_when_read_back(name):
+    # `sweep.yaml`, `--resume` and every command-line override (`make run` passes
+    # `--name`) go through to_dict and back: the preset's training days must survive.
+    from lwmecps_rllib.tune.__main__ import build_parser, build_sweep
+
+    path = Path(CONFIGS[0]).parent / name
+    cfg = load_sweep(path)
+    assert sweep_from_dict(cfg.to_dict()).env_options() == cfg.env_options()
+    renamed = build_sweep(build_parser().parse_args(["--config", str(path), "--name", "x"]))
+    assert renamed.name == "x" and renamed.env_options() == cfg.env_options()
+    assert base_config(renamed).env_config == base_config(cfg).env_config
 
 
 def test_command_line_overrides_are_checked(capsys):

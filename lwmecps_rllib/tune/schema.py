@@ -147,20 +147,23 @@ class SweepConfig(_Section):
     """Seed of every trial's env runners and learner."""
     num_envs: OptionalCount = None
     """Envs per env runner (default of the algorithm builder)."""
-    shuffle_stations: Flag = False
-    """Train on the day with the stations' user columns reordered per episode (`sim`)."""
-    load_jitter: Jitter = 0.0
+    shuffle_stations: Flag | None = None
+    """Train on the day with the stations' user columns reordered per episode (`sim`).
+    `null` (default): the preset's choice, or off without a preset."""
+    load_jitter: Jitter | None = None
     """Train on copies of the day with each station's users scaled by a factor in
-    [1 - j, 1 / (1 - j)] (`sim`)."""
-    history: NonNegativeInt = 0
-    """Observe the users of this many slots before the last, per station."""
-    history_windows: list[Count] = Field(default_factory=list)
-    """Observe the mean and max users per station over windows of this many slots."""
+    [1 - j, 1 / (1 - j)] (`sim`). `null` (default): the preset's, or 0 without one."""
+    history: NonNegativeInt | None = None
+    """Observe the users of this many slots before the last, per station. `null`
+    (default): the preset's, or 0 without one."""
+    history_windows: list[Count] | None = None
+    """Observe the mean and max users per station over windows of this many slots.
+    `null` (default): the preset's, or none without one."""
     preset: Literal["recommended"] | None = "recommended"
     """Start from the algorithm's recommended settings on the scenario
     (`lwmecps_rllib.presets`): its parameters under `params`, and its training-day
-    augmentation and observation unless `shuffle_stations`, `load_jitter`, `history`,
-    `history_windows` are given. Default `recommended`; `null`: `params` alone."""
+    augmentation and observation where `shuffle_stations`, `load_jitter`, `history`,
+    `history_windows` are `null`. Default `recommended`; `null`: `params` alone."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Fixed hyper-parameters of every trial (over the preset's)."""
     model: dict[str, Any] = Field(default_factory=dict)
@@ -227,15 +230,20 @@ class SweepConfig(_Section):
     def env_options(self) -> EnvOptions:
         """The env options of every trial (trace A, the sweep's backend and augmentation)."""
         preset = self._preset()
-        given = self.model_fields_set
         fields: dict[str, Any] = {"scenario": self.scenario, "trace": "a",
                                   "backend": self.backend}
         if self.backend == "k8s":
             fields["backend_config"] = self.backend_config
+        # A value given in the sweep wins; `null` takes the preset's (or the env default).
+        # Kept as data, not as "which keys were set", so that a sweep written out
+        # (`sweep.yaml`, a command-line override) trains the same env when read back.
         preset_fields = preset.env_fields() if preset is not None else {}
         for name in ("shuffle_stations", "load_jitter", "history", "history_windows"):
-            fields[name] = (preset_fields[name] if name in preset_fields and name not in given
-                            else getattr(self, name))
+            value = getattr(self, name)
+            if value is None:
+                value = preset_fields.get(name)
+            if value is not None:
+                fields[name] = value
         return EnvOptions.parse(fields)
 
     def training(self) -> TrainingSpec:
