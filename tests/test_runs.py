@@ -73,23 +73,23 @@ def test_a_checkpoint_is_replaced_whole_and_nothing_else_is(tmp_path: Path) -> N
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
     assert version(run / "checkpoint") == "old"
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="notes.txt"):
+    with pytest.raises(FileExistsError, match=r"notes\.txt"):
         save_atomic(FakeAlgo("new"), tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
 
 
-def crash_on_second_rename(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process dies after the first rename of a folder swap: the second rename and
-    everything after it (the cleanup of the dying process included) never happen."""
-    calls = {"n": 0}
+def crash_on_second_rename(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
+    """The process dies once `target` is renamed to its backup (the first rename of the
+    swap): the second rename and any after it (the dying process's cleanup) fail."""
+    moved = {"target": False}
     real = os.rename
 
     def rename(src: Any, dst: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] >= 2:
+        if moved["target"]:
             raise KeyboardInterrupt("killed between the renames")
         real(src, dst)
+        moved["target"] = Path(src) == target.resolve()
 
     monkeypatch.setattr(os, "rename", rename)
 
@@ -98,7 +98,7 @@ def test_a_crash_between_the_renames_is_recovered_by_the_next_load(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = save_atomic(FakeAlgo("old"), tmp_path / "ckpt")
     with monkeypatch.context() as m:
-        crash_on_second_rename(m)
+        crash_on_second_rename(m, ckpt)
         with pytest.raises(KeyboardInterrupt):
             save_atomic(FakeAlgo("new"), ckpt)
     assert not ckpt.exists() and version(atomic.backup_path(ckpt)) == "old"
@@ -113,7 +113,7 @@ def test_a_crash_between_the_renames_is_recovered_by_the_next_save(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = save_atomic(FakeAlgo("old"), tmp_path / "ckpt")
     with monkeypatch.context() as m:
-        crash_on_second_rename(m)
+        crash_on_second_rename(m, ckpt)
         with pytest.raises(KeyboardInterrupt):
             save_atomic(FakeAlgo("new"), ckpt)
     assert not ckpt.exists()
@@ -183,13 +183,13 @@ def test_a_job_passes_overwrite_to_train_and_never_to_a_sweep() -> None:
         TrainingTask(name="sw", sweep="tune_configs/smoke.yaml", overwrite=True)
 
 
-class RayStarted(Exception):
+class RayStartedError(Exception):
     """`ray.init` was called."""
 
 
 @pytest.fixture
 def ray_init(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """`ray.init` records its calls and raises :class:`RayStarted` once `release` is set."""
+    """`ray.init` records its calls and raises :class:`RayStartedError` once `release` is set."""
     import ray
 
     state: dict[str, Any] = {"calls": 0, "release": threading.Event()}
@@ -198,7 +198,7 @@ def ray_init(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     def init(*args: Any, **kwargs: Any) -> None:
         state["calls"] += 1
         assert state["release"].wait(timeout=30), "never released"
-        raise RayStarted
+        raise RayStartedError
 
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -224,7 +224,7 @@ def test_two_starts_of_one_sweep_name_exactly_one_proceeds(tmp_path: Path,
             done.pop().result()
         ray_init["release"].set()
         errors = [f.exception(timeout=30) for f in futures]
-    assert sum(isinstance(e, RayStarted) for e in errors) == 1
+    assert sum(isinstance(e, RayStartedError) for e in errors) == 1
     assert ray_init["calls"] == 1
 
 
@@ -239,11 +239,11 @@ def test_a_taken_folder_is_refused_without_ray_and_a_failed_start_frees_it(
     assert ray_init["calls"] == 0 and [p.name for p in folder.iterdir()] == ["result.json"]
     (folder / "result.json").unlink()
     # An empty folder is free; a start that fails before Tune runs leaves it as it was.
-    with pytest.raises(RayStarted):
+    with pytest.raises(RayStartedError):
         run_sweep(cfg, tmp_path / "tune")
     assert folder.is_dir() and not any(folder.iterdir())
     folder.rmdir()
-    with pytest.raises(RayStarted):
+    with pytest.raises(RayStartedError):
         run_sweep(cfg, tmp_path / "tune")
     assert not folder.exists() and ray_init["calls"] == 2
 
@@ -255,7 +255,7 @@ def test_resume_goes_on_in_a_taken_folder(tmp_path: Path, ray_init: dict[str, An
     folder = tmp_path / "tune" / cfg.name
     claim_folder(folder, cfg)
     (folder / "tuner.pkl").write_bytes(b"")
-    with pytest.raises(RayStarted):
+    with pytest.raises(RayStartedError):
         run_sweep(cfg, tmp_path / "tune", resume=True)
     assert load_sweep(folder / "sweep.yaml") == cfg and (folder / "tuner.pkl").exists()
     with pytest.raises(SweepError, match="nothing to resume"):
