@@ -1,7 +1,8 @@
 """Running a sweep: fit the Tuner, then evaluate and register the best trial.
 
 :func:`run_sweep` leaves `sweep.yaml` (the sweep as run, what `--resume` reads) and
-`summary.json` in the sweep folder next to Tune's own files.
+`summary.json` in the sweep folder next to Tune's own files. A new sweep takes its
+folder by creating `sweep.yaml` exclusively before Ray starts (:func:`claim_folder`).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
 
     Raises:
         SweepInterruptedError: when trials are left unfinished (resume it).
-        SweepError: when the folder already holds a sweep and `resume` is False, when
+        SweepError: when the folder holds anything (an earlier sweep, or a concurrent
+            start of the same name, refused before Ray starts) and `resume` is False, when
             there is nothing to resume, or when every trial failed.
     """
     from lwmecps_rllib.train import ensure_ray
