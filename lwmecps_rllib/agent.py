@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from lwmecps_rllib import atomic
 from lwmecps_rllib.algorithms import build_config
 from lwmecps_rllib.algorithms.inference import greedy_actions
 from lwmecps_rllib.spec import EnvOptions, TrainingSpec
-from lwmecps_rllib.train import ensure_ray, save_atomic
+from lwmecps_rllib.train import CHECKPOINT_MARKER, ensure_ray, is_checkpoint, save_atomic
 
 
 def _episode_recorder(store: list[dict[str, float]]) -> Any:
@@ -89,18 +90,28 @@ class Agent:
                 "episode_latencies": [e["latency"] for e in done]}
 
     def save_model(self, path: str | Path) -> Path:
-        """Checkpoint the algorithm (atomically) to `path`."""
+        """Checkpoint the algorithm (atomically) to `path`.
+
+        `path` may be missing, empty or an earlier checkpoint (replaced); anything else
+        is refused.
+
+        Raises:
+            FileExistsError: `path` holds something else than a checkpoint.
+        """
         return save_atomic(self.algo, path)
 
     def load_model(self, path: str | Path) -> None:
         """Restore the algorithm from a checkpoint written by `save_model`.
 
+        A checkpoint left half-replaced by a crash during `save_model` is restored first.
+
         Raises:
             FileNotFoundError: when `path` is not a checkpoint.
         """
-        if not (Path(path) / "rllib_checkpoint.json").exists():
+        atomic.recover(path)
+        if not is_checkpoint(path):
             raise FileNotFoundError(f"{str(path)!r} is not an algorithm checkpoint "
-                                    "(no rllib_checkpoint.json)")
+                                    f"(no {CHECKPOINT_MARKER})")
         self.algo.restore_from_path(str(Path(path).resolve()))
         # The learner holds the restored weights; the local env runner acts with its own
         # copy, which a weight sync would skip (its weights look newer), so copy them over.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,4 +92,29 @@ def test_agent_facade_round_trip(ray_session, tmp_path: Path) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     with pytest.raises(FileNotFoundError, match="not an algorithm checkpoint"):
         agent.load_model(tmp_path)
+    # A run folder is never replaced by a checkpoint; an earlier checkpoint is.
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "metrics.json").write_text("[]")
+    with pytest.raises(FileExistsError, match="not an algorithm checkpoint"):
+        agent.save_model(run)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "metrics.json"]
+    # Killed between the two renames of a replacement: the next load restores the old one.
+    moved = {"path": False}
+    real_rename = os.rename
+
+    def dying_rename(src, dst):
+        if moved["path"]:
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+        moved["path"] = Path(src) == path
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "rename", dying_rename)
+        with pytest.raises(KeyboardInterrupt):
+            agent.save_model(path)
+    assert not path.exists()
+    agent.load_model(path)
+    assert all(np.array_equal(a, b) for a, b in zip(
+        before, [agent.choose_action(o) for o in obs], strict=True))
     agent.close()

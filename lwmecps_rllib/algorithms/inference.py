@@ -10,6 +10,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 
+from lwmecps_rllib import atomic
 from lwmecps_rllib.algorithms.networks import StationNet
 
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
@@ -29,10 +30,14 @@ def greedy_actions(module: RLModule, obs: np.ndarray) -> np.ndarray:
 def load_module(checkpoint: str | Path) -> RLModule:
     """The RLModule of an algorithm checkpoint (or of a module checkpoint folder).
 
+    A checkpoint left half-replaced by a crash during a save is restored first
+    (:func:`lwmecps_rllib.atomic.recover`).
+
     Raises:
         FileNotFoundError: when the folder holds no module checkpoint.
     """
     path = Path(checkpoint)
+    atomic.recover(path)
     for candidate in (path / MODULE_SUBDIR, path):
         if (candidate / "module_state.pkl").exists() or (candidate / "module_state.pt").exists() \
                 or any(candidate.glob("module_state*")):

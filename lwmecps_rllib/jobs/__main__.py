@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="runs/jobs")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--preset", default=None, help="recommended: start from the preset")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in OUTPUT/NAME (training only)")
     s.add_argument("--wait", action="store_true", help="wait for the job to end")
     for name in ("status", "logs", "stop"):
         sp = sub.add_parser(name)
@@ -92,7 +94,8 @@ async def run_command(args: argparse.Namespace, service: TrainingService) -> int
         task = await service.create_task(TrainingTask(
             name=args.name, model_type=args.model_type, total_episodes=args.total_episodes,
             env=args.env, scenario=args.scenario, seed=args.seed, sweep=args.sweep,
-            output=args.output, parameters=parse_params(args.param), preset=args.preset))
+            output=args.output, parameters=parse_params(args.param), preset=args.preset,
+            overwrite=args.overwrite))
         job_id = await service.start_training(task.name)
         print(f"submitted {job_id}")
         if args.wait:

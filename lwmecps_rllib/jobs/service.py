@@ -71,6 +71,8 @@ class TrainingTask(BaseModel):
                                                 "point instead of training one config.")
     output: str = Field("runs/jobs", description="Folder for checkpoints and sweeps, "
                                                  "as seen by the cluster.")
+    overwrite: bool = Field(False, description="Replace the run already in the task's output "
+                                               "folder (training only; a sweep resumes).")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved for the entry point "
                                                    "(its trials reserve their own).")
     preset: Literal["recommended"] | None = Field(
@@ -95,6 +97,8 @@ class TrainingTask(BaseModel):
 
     @model_validator(mode="after")
     def _specs(self) -> TrainingTask:
+        if self.sweep and self.overwrite:
+            raise ValueError("overwrite: a sweep's folder is never overwritten (false with sweep)")
         if not self.sweep:
             from lwmecps_rllib.algorithms import get_algorithm_class
 
@@ -133,6 +137,8 @@ class TrainingTask(BaseModel):
                     "--output", f"{self.output}/{self.name}"]
             if self.preset:
                 args += ["--preset", self.preset]
+            if self.overwrite:
+                args.append("--overwrite")
             for key, value in sorted(self.parameters.items()):
                 args += ["--param", f"{key}={json.dumps(value)}"]
         return shlex.join(args)

@@ -47,13 +47,49 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
+CHECKPOINT_MARKER = "rllib_checkpoint.json"
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is an algorithm checkpoint folder (RLlib's `rllib_checkpoint.json`)."""
+    return (Path(path) / CHECKPOINT_MARKER).is_file()
+
+
+def check_checkpoint_target(path: str | Path) -> Path:
+    """`path` as a place :func:`save_atomic` may write: missing, empty, or a checkpoint.
+
+    A checkpoint left half-replaced by a crash is restored first
+    (:func:`lwmecps_rllib.atomic.recover`).
+
+    Raises:
+        FileExistsError: `path` is a file, or a folder with content that is not an
+            algorithm checkpoint (a run folder, say): it is never replaced.
+    """
+    path = Path(path)
+    atomic.recover(path)
+    if not path.exists() or is_checkpoint(path):
+        return path
+    if path.is_dir() and not any(path.iterdir()):
+        return path
+    raise FileExistsError(f"{str(path)!r} exists and is not an algorithm checkpoint (no "
+                          f"{CHECKPOINT_MARKER}); only a checkpoint is replaced: choose a "
+                          f"new or empty folder, e.g. {str(path / 'checkpoint')!r}")
+
+
 def save_atomic(algo: Algorithm, path: str | Path) -> Path:
     """Checkpoint `algo` to `path` atomically (:func:`lwmecps_rllib.atomic.folder`).
 
     The folder also records the env options that shape the observation
-    (`env_options.json`), which serving and `evaluate --model` read back. A crash
-    mid-save leaves the previous checkpoint (if any) intact.
+    (`env_options.json`), which serving and `evaluate --model` read back. `path` may be
+    missing, an empty folder or an earlier checkpoint, which is replaced; anything else
+    is refused before saving. A crash mid-save leaves the previous checkpoint (if any)
+    intact, or restorable by the next save or load.
+
+    Raises:
+        FileExistsError: `path` holds something else than a checkpoint.
     """
+    check_checkpoint_target(path)
+
     def fill(tmp: Path) -> None:
         algo.save_to_path(str(tmp))
         record = observation_options(dict(algo.config.env_config or {}))

@@ -16,7 +16,13 @@ from lwmecps_rllib.algorithms import algorithm_names
 from lwmecps_rllib.cli import add_env_arguments, add_training_arguments, run_specs_from_args
 from lwmecps_rllib.envs.names import ENV_NAMES
 from lwmecps_rllib.evaluate import format_table
-from lwmecps_rllib.train import algorithm_label, evaluate_checkpoint, save_atomic, train
+from lwmecps_rllib.train import (
+    algorithm_label,
+    check_checkpoint_target,
+    evaluate_checkpoint,
+    save_atomic,
+    train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +33,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_env_arguments(p, augmentation=True)
     add_training_arguments(p)
     p.set_defaults(algo="ppo")
-    p.add_argument("--output", type=Path, default=Path("runs/train"))
+    p.add_argument("--output", type=Path, default=Path("runs/train"),
+                   help="run folder (checkpoint/, metrics.json, evaluation.json); an "
+                        "existing non-empty one is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in an existing --output folder (its checkpoint, "
+                        "metrics.json and evaluation.json; other files are kept)")
     p.add_argument("--eval-steps", type=int, default=None,
                    help="limit the trace-B evaluation to N steps (default: the whole day)")
     p.add_argument("--no-eval", action="store_true", help="skip the trace-B evaluation")
     p.epilog = f"algorithms: {', '.join(algorithm_names())}"
     return p
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that would lose something, before any training.
+
+    Args:
+        out: The run folder.
+        overwrite: Replace the run already in `out`.
+
+    Raises:
+        ValueError: `out` is a file; `out` holds anything and `overwrite` is False; or
+            its `checkpoint` is not an algorithm checkpoint (never replaced).
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(out)!r} is a file, not a folder")
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"--output {str(out)!r} already holds a run; pass --overwrite to "
+                         f"replace it or choose another --output")
+    try:
+        check_checkpoint_target(out / "checkpoint")
+    except FileExistsError as exc:
+        raise ValueError(f"--output: {exc}") from None
 
 
 def progress(i: int, m: dict[str, float]) -> None:
@@ -47,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
     try:
+        check_output(args.output, args.overwrite)
         options, training = run_specs_from_args(args)
         label = algorithm_label(training.algorithm)
         algo, history = train(training, args.env, options, on_iteration=progress)
@@ -56,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.output
     ckpt = save_atomic(algo, out / "checkpoint")
     algo.stop()
+    # An overwritten run's evaluation is not this checkpoint's.
+    (out / "evaluation.json").unlink(missing_ok=True)
     atomic.write_json(out / "metrics.json", history)
     print(f"checkpoint: {ckpt}")
     if not args.no_eval:

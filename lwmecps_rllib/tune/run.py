@@ -1,11 +1,14 @@
 """Running a sweep: fit the Tuner, then evaluate and register the best trial.
 
 :func:`run_sweep` leaves `sweep.yaml` (the sweep as run, what `--resume` reads) and
-`summary.json` in the sweep folder next to Tune's own files.
+`summary.json` in the sweep folder next to Tune's own files. A new sweep takes its
+folder by creating `sweep.yaml` exclusively before Ray starts (:func:`claim_folder`).
 """
 
 from __future__ import annotations
 
+import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,62 @@ from lwmecps_rllib.tune.tuner import build_tuner, experiment_folder
 
 class SweepInterruptedError(SweepError):
     """The sweep stopped before every trial finished (Ctrl-C, driver stopped); resumable."""
+
+
+SWEEP_FILE = "sweep.yaml"
+
+
+def claim_folder(folder: Path, cfg: SweepConfig) -> bool:
+    """Take the sweep folder for a new sweep by creating its `sweep.yaml` exclusively.
+
+    Done before Ray starts: of concurrent starts of one sweep name exactly one gets the
+    folder, the others are refused without starting anything.
+
+    Args:
+        folder: The sweep folder (missing, or an empty folder).
+        cfg: The sweep, written to `sweep.yaml`.
+
+    Returns:
+        Whether the folder itself was created here.
+
+    Raises:
+        SweepError: the folder holds anything (an earlier or a concurrent sweep).
+    """
+    taken = SweepError(f"sweep folder {str(folder)!r} exists; pass --resume to continue it "
+                       f"or choose another name/storage path")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    created = True
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        created = False
+        if not folder.is_dir() or any(folder.iterdir()):
+            raise taken from None
+    try:
+        atomic.write_text(folder / SWEEP_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+                          exclusive=True)
+    except FileExistsError:
+        raise taken from None
+    return created
+
+
+def release_folder(folder: Path, created: bool) -> None:
+    """Give up a folder taken by :func:`claim_folder` before any trial ran.
+
+    Everything in it was written by this start; `sweep.yaml` goes last, so the name is
+    free only once the folder is empty (removed too when `created`).
+    """
+    for entry in folder.iterdir():
+        if entry.name == SWEEP_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    (folder / SWEEP_FILE).unlink(missing_ok=True)
+    if created:
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def _unfinished(results: Any, cfg: SweepConfig) -> int:
@@ -50,25 +109,28 @@ def run_sweep(cfg: SweepConfig, storage_path: str | Path = "runs/tune", resume: 
 
     Raises:
         SweepInterruptedError: when trials are left unfinished (resume it).
-        SweepError: when the folder already holds a sweep and `resume` is False, when
+        SweepError: when the folder holds anything (an earlier sweep, or a concurrent
+            start of the same name, refused before Ray starts) and `resume` is False, when
             there is nothing to resume, or when every trial failed.
     """
     from lwmecps_rllib.train import ensure_ray
 
     folder = experiment_folder(cfg, storage_path)
-    sweep_file = folder / "sweep.yaml"
+    sweep_file = folder / SWEEP_FILE
+    created = False
     if resume:
         if not sweep_file.exists():
-            raise SweepError(f"nothing to resume in {str(folder)!r} (no sweep.yaml)")
+            raise SweepError(f"nothing to resume in {str(folder)!r} (no {SWEEP_FILE})")
         cfg = load_sweep(sweep_file)
-    elif folder.exists() and any(folder.iterdir()):
-        raise SweepError(f"sweep folder {str(folder)!r} exists; pass --resume to continue it "
-                         f"or choose another name/storage path")
-    ensure_ray(address)
-    tuner = build_tuner(cfg, storage_path, resume)
-    if not resume:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(sweep_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    else:
+        created = claim_folder(folder, cfg)
+    try:
+        ensure_ray(address)
+        tuner = build_tuner(cfg, storage_path, resume)
+    except BaseException:
+        if not resume:  # nothing ran: the name is free again
+            release_folder(folder, created)
+        raise
     results = tuner.fit()
     unfinished = _unfinished(results, cfg)
     if unfinished:
