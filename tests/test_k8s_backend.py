@@ -489,7 +489,7 @@ async def test_a_metrics_error_mid_episode_is_a_failed_step(kmock):
             slot = info["slot"]
             loadgen.fail = 1
             obs, reward, term, _, info = await asyncio.to_thread(env.step,
-                                                                     np.array([2, 2, 1, 1]))
+                                                                 np.array([2, 2, 1, 1]))
             assert reward == SC.invalid_action_reward
             assert "HTTP 500" in info["error"] and "load generator" in info["error"]
             assert env.observation_space.contains(obs) and not term

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,11 +35,11 @@ from lwmecps_rllib.backends.base import BackendError, GuardRailError
 from lwmecps_rllib.backends.config import KubernetesConfig
 from lwmecps_rllib.backends.metrics import (
     LoadGeneratorMetrics,
-    MetricsError,
     MetricsProvider,
-    MetricsSample,
     PrometheusMetrics,
+    measurement_from_sample,
 )
+from lwmecps_rllib.backends.scaling import ScaleDownLimiter
 from lwmecps_rllib.cluster import core
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 
@@ -100,9 +99,8 @@ class KubernetesBackend:
                              f"{self.config.min_replicas}")
         self.sent: list[dict[str, Any]] = []
         """Every patch sent (or, in dry-run, that would have been sent)."""
-        self.changes: dict[str, list[tuple[float, int]]] = {n: [] for n in self.dep_names}
-        """Per deployment, (time, replicas added) of each scale this backend sent
-        (negative: removed), for the scale-down rate limit."""
+        self.limiter = ScaleDownLimiter(self.config.scale_down, clock)
+        """The scale-down rate limit."""
         self.timezone = ZoneInfo(self.config.timezone)
         self.nodes_info: dict[str, dict[str, Any]] = {}
         """Capacity, allocatable and labels of the cluster's nodes (read on reset)."""
@@ -178,28 +176,6 @@ class KubernetesBackend:
         """`replicas` within `[min_replicas, max_replicas]`."""
         return int(min(max(int(replicas), self.config.min_replicas), self.max_replicas))
 
-    def scale_down_limit(self, deployment: str, current: int) -> int:
-        """The fewest replicas `deployment` may have now (HPA's scale-down policies).
-
-        Each policy looks back `period_s`: the count at the period's start is `current`
-        less what this backend added and plus what it removed since; a `pods` policy
-        allows `value` pods fewer than that, a `percent` policy `value` percent fewer
-        (rounded up). `select` picks the policy allowing the most (`max`) or least
-        (`min`) change; `disabled` allows none. Never above `current`.
-        """
-        behavior = self.config.scale_down
-        if behavior.select == "disabled":
-            return current
-        now = self.clock()
-        floors = []
-        for policy in behavior.policies:
-            start = current - sum(delta for t, delta in self.changes[deployment]
-                                  if t + policy.period_s > now)
-            floors.append(start - policy.value if policy.type == "pods"
-                          else math.ceil(start * (1 - policy.value / 100)))
-        floor = min(floors) if behavior.select == "max" else max(floors)
-        return min(floor, current)
-
     def scale(self, deployment: str, replicas: int, namespace: str | None = None,
               current: int | None = None) -> int:
         """Bring a managed deployment to `replicas`, clamped to the bounds and the
@@ -217,16 +193,14 @@ class KubernetesBackend:
         self._guard(deployment, namespace)
         if current is None:
             current = spec_replicas(self.read_deployment(deployment))
-        n = self.clamp(replicas)
-        if n < current:
-            n = max(n, self.scale_down_limit(deployment, current))
+        n = self.limiter.limit(deployment, current, self.clamp(replicas))
         if n != current:
             body = {"spec": {"replicas": n}}
             self._send("scale", deployment, body,
                        lambda: self._call(f"scale {deployment}",
                                           self._apps().patch_namespaced_deployment_scale,
                                           deployment, self.config.namespace, body))
-            self.changes[deployment].append((self.clock(), n - current))
+            self.limiter.record(deployment, n - current)
         return n
 
     def move(self, deployment: str, node: str, namespace: str | None = None,
@@ -457,58 +431,6 @@ def spec_node(deployment: Any) -> str | None:
     template = deployment.spec.template
     selector = (template.spec.node_selector or {}) if template and template.spec else {}
     return selector.get(HOSTNAME_LABEL)
-
-
-def measurement_from_sample(spec: ClusterSpec, state: ClusterState, sample: MetricsSample,
-                            trace: np.ndarray, node_names: list[str] | None = None
-                            ) -> Measurement:
-    """The core's Measurement for one cluster from a metrics sample.
-
-    Users per station come from the sample, else from the trace at the last measured
-    slot; requests from the sample, else one per user per slot of the step; per-node
-    latency from the sample, else the cluster mean on every node with ready pods (the
-    answered requests split by ready pods).
-
-    Args:
-        spec: The compiled cluster.
-        state: The cluster the sample describes.
-        sample: The metrics.
-        trace: (T, S) users per station per slot.
-        node_names: The name in the cluster of each scenario node, as the sample's
-            per-node latency names them (default: the scenario's names).
-    """
-    sc = spec.scenario
-    n = spec.n_nodes
-    station_names = [st.name for st in sc.stations]
-    if sample.users:
-        unknown = sorted(set(sample.users) - set(station_names))
-        if unknown:
-            raise MetricsError(f"metrics report users for unknown station(s) {unknown}")
-        users = np.array([float(sample.users.get(x, 0.0)) for x in station_names])
-    else:
-        users = trace[(int(state.slot[0]) - 1) % len(trace)].astype(np.float64)
-    requests = (float(sample.requests) if sample.requests is not None
-                else float(users.sum() * sc.slots_per_step))
-    failed = min(float(sample.failed or 0.0), requests)
-    ok = requests - failed
-    ready = core.ready_counts(state, state.slot * sc.slot_s)[0]
-    pods_on = np.zeros(n)
-    np.add.at(pods_on, state.node_of[0], ready)
-    names = list(node_names or sc.node_names)
-    if sample.node_latency_ms:
-        unknown = sorted(set(sample.node_latency_ms) - set(names))
-        if unknown:
-            raise MetricsError(f"metrics report latency for unknown node(s) {unknown}; "
-                               f"the cluster's nodes are {names}")
-        lat = np.array([sample.node_latency_ms.get(x, 0.0) for x in names])
-        served = np.array([1.0 if x in sample.node_latency_ms else 0.0 for x in names])
-    else:
-        lat = np.full(n, sample.average_latency_ms)
-        served = (pods_on > 0).astype(np.float64)
-    share = served * np.where(pods_on > 0, pods_on, 1.0)
-    node_ok = ok * share / share.sum() if share.sum() > 0 else np.zeros(n)
-    return Measurement.from_parts(requests, ok, sample.average_latency_ms * ok,
-                                  (lat * node_ok)[None], node_ok[None], users[None])
 
 
 def _short(exc: Exception | None) -> str:

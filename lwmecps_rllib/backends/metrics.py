@@ -7,6 +7,8 @@ fails the step and stays usable); they are never read as zeros.
 * :class:`LoadGeneratorMetrics`: the reference testbed's load generator
   (`POST /api/manage_group?state=start`, `GET /api/group_stats` with `average_latency`).
 * :class:`PrometheusMetrics`: PromQL instant queries on Prometheus' HTTP API.
+
+:func:`measurement_from_sample` turns a sample into the cluster core's Measurement.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from lwmecps_rllib.backends.base import BackendError
+from lwmecps_rllib.cluster import core
+from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 
 
 class MetricsError(BackendError):
@@ -284,3 +290,55 @@ def _vector_series(series: Any, where: str) -> tuple[dict[str, str], float]:
     if not math.isfinite(value):
         raise MetricsError(f"{where}: value {raw}")
     return labels, value
+
+
+def measurement_from_sample(spec: ClusterSpec, state: ClusterState, sample: MetricsSample,
+                            trace: np.ndarray, node_names: list[str] | None = None
+                            ) -> Measurement:
+    """The core's Measurement for one cluster from a metrics sample.
+
+    Users per station come from the sample, else from the trace at the last measured
+    slot; requests from the sample, else one per user per slot of the step; per-node
+    latency from the sample, else the cluster mean on every node with ready pods (the
+    answered requests split by ready pods).
+
+    Args:
+        spec: The compiled cluster.
+        state: The cluster the sample describes.
+        sample: The metrics.
+        trace: (T, S) users per station per slot.
+        node_names: The name in the cluster of each scenario node, as the sample's
+            per-node latency names them (default: the scenario's names).
+    """
+    sc = spec.scenario
+    n = spec.n_nodes
+    station_names = [st.name for st in sc.stations]
+    if sample.users:
+        unknown = sorted(set(sample.users) - set(station_names))
+        if unknown:
+            raise MetricsError(f"metrics report users for unknown station(s) {unknown}")
+        users = np.array([float(sample.users.get(x, 0.0)) for x in station_names])
+    else:
+        users = trace[(int(state.slot[0]) - 1) % len(trace)].astype(np.float64)
+    requests = (float(sample.requests) if sample.requests is not None
+                else float(users.sum() * sc.slots_per_step))
+    failed = min(float(sample.failed or 0.0), requests)
+    ok = requests - failed
+    ready = core.ready_counts(state, state.slot * sc.slot_s)[0]
+    pods_on = np.zeros(n)
+    np.add.at(pods_on, state.node_of[0], ready)
+    names = list(node_names or sc.node_names)
+    if sample.node_latency_ms:
+        unknown = sorted(set(sample.node_latency_ms) - set(names))
+        if unknown:
+            raise MetricsError(f"metrics report latency for unknown node(s) {unknown}; "
+                               f"the cluster's nodes are {names}")
+        lat = np.array([sample.node_latency_ms.get(x, 0.0) for x in names])
+        served = np.array([1.0 if x in sample.node_latency_ms else 0.0 for x in names])
+    else:
+        lat = np.full(n, sample.average_latency_ms)
+        served = (pods_on > 0).astype(np.float64)
+    share = served * np.where(pods_on > 0, pods_on, 1.0)
+    node_ok = ok * share / share.sum() if share.sum() > 0 else np.zeros(n)
+    return Measurement.from_parts(requests, ok, sample.average_latency_ms * ok,
+                                  (lat * node_ok)[None], node_ok[None], users[None])
