@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
+import time
 
 import numpy as np
 import pytest
@@ -108,7 +110,7 @@ class FakeMetrics:
         return MetricsSample(average_latency_ms=self.latency, requests=100, failed=4)
 
 
-def backend_factory(kmock, metrics=None, **cfg):
+def backend_factory(kmock, metrics=None, clock=time.time, **cfg):
     config = KubernetesConfig.from_dict({"namespace": NS, "poll_interval_s": 0.02,
                                          "rollout_timeout_s": 2.0, "stabilization_time_s": 0,
                                          "backoff_s": 0.01, "request_timeout_s": 2.0, **cfg})
@@ -116,7 +118,8 @@ def backend_factory(kmock, metrics=None, **cfg):
 
     def factory(spec, trace):
         b = KubernetesBackend(spec, trace, config, api_client=api_client(kmock.url),
-                              metrics=metrics or FakeMetrics(), sleep=lambda s: None)
+                              metrics=metrics or FakeMetrics(), clock=clock,
+                              sleep=lambda s: None)
         made.append(b)
         return b
 
@@ -157,8 +160,8 @@ async def test_env3_episode_scales_deployments(kmock):
         assert kmock.objects["apps/v1/deployments", NS, dep]["spec"]["replicas"] == n
     sent = patches(kmock)
     assert all(path.endswith("/scale") and f"/namespaces/{NS}/" in path for _, path in sent)
-    # reset set all four to the scenario's 1 replica, the step changed two of them
-    assert len(sent) == 4 + 2
+    # reset found the scenario's 1 replica everywhere, the step changed two of them
+    assert len(sent) == 2
     assert factory.made[0].metrics.started == 1
     assert nothing_deleted(kmock)
 
@@ -231,7 +234,7 @@ async def test_guard_rails(kmock):
     async with running(controller(kmock)):
         assert await asyncio.to_thread(backend.scale, DEPS[0], 4) == 3  # clamped
     assert kmock.objects["apps/v1/deployments", NS, DEPS[0]]["spec"]["replicas"] == 3
-    assert backend.clamp(-2) == 0
+    assert backend.clamp(-2) == 1  # min_replicas defaults to 1
     assert nothing_deleted(kmock)
 
 
@@ -244,7 +247,7 @@ async def test_dry_run_sends_no_patches(kmock, caplog):
     _, _, _, _, info = await asyncio.to_thread(env.step, np.array([3, 3, 3, 3]))
     assert patches(kmock) == []
     assert "error" not in info
-    assert sum("dry-run: would scale" in r.message for r in caplog.records) == 8
+    assert sum("dry-run: would scale" in r.message for r in caplog.records) == 4
     assert env.unwrapped.backend.sent[-1]["body"] == {"spec": {"replicas": 3}}
 
 
@@ -258,7 +261,7 @@ async def test_placement_env_moves_deployments_by_node_selector(kmock):
     tpl = kmock.objects["apps/v1/deployments", NS, DEPS[0]]["spec"]["template"]["spec"]
     assert tpl["nodeSelector"] == {"kubernetes.io/hostname": NODES[1]}
     moved = [p for _, p in patches(kmock) if not p.endswith("/scale")]
-    assert len(moved) == 4 + 1  # reset pins all four home, the step moves one
+    assert len(moved) == 1  # reset found all four at home, the step moves one
     assert env.unwrapped.state.node_of[0].tolist() == [1, 1, 2, 3]
 
 
@@ -338,7 +341,8 @@ def test_episode_on_a_real_cluster():
 
 
 class _LoadGen:
-    """A load generator API on a free port: counters that grow on every read."""
+    """A load generator API on a free port: counters that grow on every read; the next
+    `fail` reads answer HTTP 500."""
 
     def __init__(self) -> None:
         import http.server
@@ -346,6 +350,8 @@ class _LoadGen:
         import threading
 
         state = {"total": 0}
+        self.fail = 0
+        outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
@@ -354,6 +360,12 @@ class _LoadGen:
                 self.wfile.write(b"{}")
 
             def do_GET(self):
+                if outer.fail:
+                    outer.fail -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    self.wfile.write(b"overloaded")
+                    return
                 state["total"] += 120
                 body = json.dumps({"average_latency": 35.0, "total_requests": state["total"],
                                    "failed_requests": 0}).encode()
@@ -419,5 +431,158 @@ def test_training_config_for_a_cluster():
     cfg = build_config("ppo", "LWMECPSEnv3", k8s)
     assert cfg.num_envs_per_env_runner == 1 and cfg.gym_env_vectorize_mode == "sync"
     assert cfg.env_config["backend_config"]["namespace"] == NS
+    # a step that raises anyway (not a BackendError) recreates the env, not the run
+    assert cfg.restart_failed_sub_environments
     with pytest.raises(ValueError, match="num_envs must be 1"):
         build_config(TrainingSpec(resources=Resources(num_envs=4)), "LWMECPSEnv3", k8s)
+
+
+def scale_behind_the_backs(kmock, counts: dict[str, int]) -> None:
+    """What `kubectl scale` or an HPA does: change the Deployments' spec directly."""
+    for dep, n in counts.items():
+        kmock.objects["apps/v1/deployments", NS, dep].patch({"spec": {"replicas": n}})
+
+
+async def test_drift_is_reconciled_on_the_next_step(kmock):
+    seed_cluster(kmock)
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend=backend_factory(kmock), obs_format="box")
+    action = np.array([2, 1, 1, 1])
+    async with running(controller(kmock)):
+        await asyncio.to_thread(env.reset, seed=0)
+        await asyncio.to_thread(env.step, action)
+        scale_behind_the_backs(kmock, {DEPS[0]: 3, DEPS[1]: 2, DEPS[3]: 4})
+        _, _, _, _, info = await asyncio.to_thread(env.step, action)
+    assert "error" not in info
+    replicas = [kmock.objects["apps/v1/deployments", NS, d]["spec"]["replicas"] for d in DEPS]
+    assert replicas[:3] == [2, 1, 1]
+    # 4 -> 1 at once exceeds the default scale-down rate (1 pod or 50 % per minute)
+    assert replicas[3] == 2
+    assert env.unwrapped.state.replicas[0].tolist() == [2, 1, 1, 2]
+
+
+async def test_moved_behind_the_back_is_moved_back(kmock):
+    seed_cluster(kmock)
+    env = LWMECPSEnv2(scenario="testbed-4bs", backend=backend_factory(kmock))
+    async with running(controller(kmock)):
+        await asyncio.to_thread(env.reset, seed=0)
+        await asyncio.to_thread(env.step, np.array([0, 1, 2, 3]))
+        kmock.objects["apps/v1/deployments", NS, DEPS[2]].patch({"spec": {"template": {
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": NODES[0]}}}}})
+        _, _, _, _, info = await asyncio.to_thread(env.step, np.array([0, 1, 2, 3]))
+    assert "error" not in info
+    tpl = kmock.objects["apps/v1/deployments", NS, DEPS[2]]["spec"]["template"]["spec"]
+    assert tpl["nodeSelector"] == {"kubernetes.io/hostname": NODES[2]}
+
+
+async def test_a_metrics_error_mid_episode_is_a_failed_step(kmock):
+    from lwmecps_rllib.backends.metrics import LoadGeneratorMetrics
+
+    seed_cluster(kmock)
+    loadgen = _LoadGen()
+    env = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box", backend=backend_factory(
+        kmock, metrics=LoadGeneratorMetrics(loadgen.url, timeout_s=5)))
+    try:
+        async with running(controller(kmock)):
+            await asyncio.to_thread(env.reset, seed=0)
+            _, _, _, _, info = await asyncio.to_thread(env.step, np.array([2, 1, 1, 1]))
+            assert "error" not in info
+            slot = info["slot"]
+            loadgen.fail = 1
+            obs, reward, term, _, info = await asyncio.to_thread(env.step,
+                                                                 np.array([2, 2, 1, 1]))
+            assert reward == SC.invalid_action_reward
+            assert "HTTP 500" in info["error"] and "load generator" in info["error"]
+            assert env.observation_space.contains(obs) and not term
+            assert info["slot"] == slot + SC.slots_per_step  # time went on
+            obs, reward, _, _, info = await asyncio.to_thread(env.step, np.array([2, 2, 1, 1]))
+    finally:
+        loadgen.close()
+    assert "error" not in info and reward > SC.invalid_action_reward
+    assert env.observation_space.contains(obs)
+
+
+async def test_a_read_error_after_the_apply_is_a_failed_step(kmock):
+    seed_cluster(kmock)
+    factory = backend_factory(kmock)
+    env = LWMECPSEnv3(scenario="testbed-4bs", backend=factory, obs_format="box")
+    async with running(controller(kmock)):
+        await asyncio.to_thread(env.reset, seed=0)
+
+    def sleep(seconds: float) -> None:  # the stabilisation wait (0 s): then reads are refused
+        if seconds == 0:
+            kmock["get"] << 403
+
+    factory.made[0].sleep = sleep
+    async with running(controller(kmock)):
+        _, reward, _, _, info = await asyncio.to_thread(env.step, np.array([2, 1, 1, 1]))
+    assert reward == SC.invalid_action_reward and "403" in info["error"]
+
+
+def test_scaling_config_is_checked():
+    cfg = KubernetesConfig.from_dict({})
+    assert cfg.min_replicas == 1 and cfg.timezone == "UTC"
+    assert cfg.scale_down.select == "max" and cfg.scale_down.policies
+    for bad, message in [
+        ({"timezone": "Mars/Olympus"}, r"backend_config\.timezone must be an IANA"),
+        ({"scale_down": {"policies": [{"type": "percent", "value": 150, "period_s": 60}]}},
+         r"backend_config\.scale_down\.policies\.0.*<= 100"),
+        ({"scale_down": {"policies": [{"type": "pods", "value": 0, "period_s": 60}]}},
+         r"backend_config\.scale_down\.policies\.0\.value must be >= 1"),
+        ({"scale_down": {"policies": [{"type": "nodes", "value": 1, "period_s": 60}]}},
+         r"backend_config\.scale_down\.policies\.0\.type must be one of \['pods', 'percent'\]"),
+        ({"scale_down": {"policies": [{"type": "pods", "value": 1, "period_s": 0}]}},
+         r"backend_config\.scale_down\.policies\.0\.period_s must be > 0"),
+        ({"scale_down": {"policies": []}}, r"backend_config\.scale_down\.policies"),
+        ({"scale_down": {"select": "fastest"}},
+         r"backend_config\.scale_down\.select must be one of \['max', 'min', 'disabled'\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            KubernetesConfig.from_dict(bad)
+
+
+class Clock:
+    """A settable time source."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("policies", "select", "expected"), [
+    ([{"type": "pods", "value": 1, "period_s": 60}], "max", [3, 3, 2]),
+    ([{"type": "percent", "value": 50, "period_s": 60}], "max", [2, 2, 1]),
+    ([{"type": "pods", "value": 1, "period_s": 60},
+      {"type": "percent", "value": 50, "period_s": 60}], "max", [2, 2, 1]),
+    ([{"type": "pods", "value": 1, "period_s": 60},
+      {"type": "percent", "value": 50, "period_s": 60}], "min", [3, 3, 2]),
+    ([{"type": "pods", "value": 1, "period_s": 60}], "disabled", [4, 4, 4]),
+])
+async def test_scale_down_is_rate_limited(kmock, policies, select, expected):
+    seed_cluster(kmock, replicas=4)
+    clock = Clock(1_000_000.0)
+    backend = backend_factory(kmock, clock=clock, scale_down={
+        "policies": policies, "select": select})(LWMECPSEnv3(scenario="testbed-4bs").spec_,
+                                                 SC.trace("a"))
+    got = []
+    async with running(controller(kmock)):
+        for advance in (0.0, 30.0, 31.0):  # two asks within a period, one after it
+            clock.now += advance
+            got.append(await asyncio.to_thread(backend.scale, DEPS[0], 1))
+            assert kmock.objects["apps/v1/deployments", NS, DEPS[0]]["spec"]["replicas"] == \
+                got[-1]
+        assert await asyncio.to_thread(backend.scale, DEPS[0], 4) == 4  # scale-up is free
+    assert got == expected
+
+
+@pytest.mark.parametrize(("timezone", "hour"), [("UTC", 0.5), ("Asia/Tokyo", 9.5),
+                                                ("America/New_York", 19.5)])
+async def test_slot_is_the_time_of_day_in_the_clusters_timezone(kmock, timezone, hour):
+    seed_cluster(kmock)
+    now = datetime.datetime(2026, 1, 15, 0, 30, tzinfo=datetime.timezone.utc).timestamp()
+    env = LWMECPSEnv3(scenario="testbed-4bs", obs_format="box", backend=backend_factory(
+        kmock, clock=lambda: now, timezone=timezone))
+    async with running(controller(kmock)):
+        _, info = await asyncio.to_thread(env.reset, seed=0)
+    assert info["slot"] == int(hour * 3600 / SC.slot_s)

@@ -102,6 +102,8 @@ def build_config(training: TrainingSpec | str, env: str = "LWMECPSEnv3",
     config.environment(env, env_config=options.to_env_config())
     config.env_runners(num_env_runners=0, num_envs_per_env_runner=n,
                        gym_env_vectorize_mode="vector_entry_point" if batched else "sync")
+    if options.backend == "k8s":  # an env whose step raises is made anew, not the run lost
+        config.fault_tolerance(restart_failed_sub_environments=True)
     config.debugging(seed=training.seed)
     config.resources(num_cpus_for_main_process=training.resources.cpus)
     try:

@@ -6,10 +6,15 @@ through the `scale` subresource (LWMECPSEnv3) or moves them with a `nodeSelector
 stabilisation time, and reads latency from a metrics provider. The env logic (rewards,
 observations) stays in the envs and the cluster core; this only produces cluster state.
 
+Level-triggered: every step reads the Deployments' spec and patches each one that
+differs from the asked state, whatever changed it (a failed step, `kubectl scale`, an
+HPA); the state it reports is the one the cluster reports.
+
 Safety: only the configured namespace and deployments are touched (anything else raises
 :class:`GuardRailError` before a request is sent); replica counts are clamped to
-`[min_replicas, max_replicas]`; nothing is ever deleted; `dry_run` logs the patches it
-would send and sends none. The API client is injected or made on first use (kubeconfig or
+`[min_replicas, max_replicas]` and scale-downs rate-limited (`scale_down`, as an HPA's
+behavior policies); nothing is ever deleted; `dry_run` logs the patches it would send
+and sends none. The API client is injected or made on first use (kubeconfig or
 in-cluster config): nothing connects at import or construction. Transient API errors
 (409, 429, 5xx, timeouts, refused connections) are retried with exponential backoff.
 """
@@ -17,10 +22,12 @@ in-cluster config): nothing connects at import or construction. Transient API er
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -28,11 +35,11 @@ from lwmecps_rllib.backends.base import BackendError, GuardRailError
 from lwmecps_rllib.backends.config import KubernetesConfig
 from lwmecps_rllib.backends.metrics import (
     LoadGeneratorMetrics,
-    MetricsError,
     MetricsProvider,
-    MetricsSample,
     PrometheusMetrics,
+    measurement_from_sample,
 )
+from lwmecps_rllib.backends.scaling import ScaleDownLimiter
 from lwmecps_rllib.cluster import core
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 
@@ -86,8 +93,15 @@ class KubernetesBackend:
         self.node_names = [self.config.nodes.get(n, n) for n in sc.node_names]
         self.max_replicas = (self.config.max_replicas if self.config.max_replicas is not None
                              else sc.max_replicas)
+        if self.max_replicas < self.config.min_replicas:
+            raise ValueError(f"backend_config.min_replicas must be <= the scenario's "
+                             f"max_replicas ({self.max_replicas}), got "
+                             f"{self.config.min_replicas}")
         self.sent: list[dict[str, Any]] = []
         """Every patch sent (or, in dry-run, that would have been sent)."""
+        self.limiter = ScaleDownLimiter(self.config.scale_down, clock)
+        """The scale-down rate limit."""
+        self.timezone = ZoneInfo(self.config.timezone)
         self.nodes_info: dict[str, dict[str, Any]] = {}
         """Capacity, allocatable and labels of the cluster's nodes (read on reset)."""
 
@@ -162,32 +176,74 @@ class KubernetesBackend:
         """`replicas` within `[min_replicas, max_replicas]`."""
         return int(min(max(int(replicas), self.config.min_replicas), self.max_replicas))
 
-    def clamp_all(self, replicas: np.ndarray) -> np.ndarray:
-        """:meth:`clamp` of every count (int64)."""
-        return np.clip(np.asarray(replicas), self.config.min_replicas,
-                       self.max_replicas).astype(np.int64)
+    def scale(self, deployment: str, replicas: int, namespace: str | None = None,
+              current: int | None = None) -> int:
+        """Bring a managed deployment to `replicas`, clamped to the bounds and the
+        scale-down rate limit; patches its scale subresource only when its spec differs.
 
-    def scale(self, deployment: str, replicas: int, namespace: str | None = None) -> int:
-        """Patch the scale subresource of a managed deployment; returns the count sent."""
+        Args:
+            deployment: The Deployment's name.
+            replicas: The count asked for.
+            namespace: Checked against the managed namespace (None: that one).
+            current: Its `spec.replicas` just read (None: read it now).
+
+        Returns:
+            The count the Deployment is asked to have.
+        """
         self._guard(deployment, namespace)
-        n = self.clamp(replicas)
-        body = {"spec": {"replicas": n}}
-        self._send("scale", deployment, body,
-                   lambda: self._call(f"scale {deployment}",
-                                      self._apps().patch_namespaced_deployment_scale,
-                                      deployment, self.config.namespace, body))
+        if current is None:
+            current = spec_replicas(self.read_deployment(deployment))
+        n = self.limiter.limit(deployment, current, self.clamp(replicas))
+        if n != current:
+            body = {"spec": {"replicas": n}}
+            self._send("scale", deployment, body,
+                       lambda: self._call(f"scale {deployment}",
+                                          self._apps().patch_namespaced_deployment_scale,
+                                          deployment, self.config.namespace, body))
+            self.limiter.record(deployment, n - current)
         return n
 
-    def move(self, deployment: str, node: str, namespace: str | None = None) -> None:
-        """Pin a managed deployment to `node` (nodeSelector on kubernetes.io/hostname)."""
+    def move(self, deployment: str, node: str, namespace: str | None = None,
+             current: str | None = None) -> None:
+        """Pin a managed deployment to `node` (nodeSelector on kubernetes.io/hostname);
+        patches only when its pod template names another node.
+
+        Args:
+            deployment: The Deployment's name.
+            node: A managed Kubernetes node.
+            namespace: Checked against the managed namespace (None: that one).
+            current: The node its template selects, just read (None: read it now).
+        """
         self._guard(deployment, namespace)
         if node not in self.node_names:
             raise GuardRailError(f"node {node!r} is not one of {self.node_names}")
+        if current is None:
+            current = spec_node(self.read_deployment(deployment))
+        if current == node:
+            return
         body = {"spec": {"template": {"spec": {"nodeSelector": {HOSTNAME_LABEL: node}}}}}
         self._send("move", deployment, body,
                    lambda: self._call(f"move {deployment}",
                                       self._apps().patch_namespaced_deployment,
                                       deployment, self.config.namespace, body))
+
+    def reconcile(self, replicas: np.ndarray, nodes: np.ndarray | None) -> np.ndarray:
+        """Read every managed Deployment and patch those whose spec differs from the
+        asked `replicas` (1, D) (and `nodes` (1, D), for the placement envs).
+
+        Returns:
+            (1, D) the replicas each Deployment is asked to have (after the bounds and
+            the scale-down rate limit).
+        """
+        deps = self.read_deployments()
+        out = np.zeros((1, len(self.dep_names)), np.int64)
+        for i, name in enumerate(self.dep_names):
+            out[0, i] = self.scale(name, int(replicas[0, i]),
+                                   current=spec_replicas(deps[name]))
+            if nodes is not None:
+                self.move(name, self.node_names[int(nodes[0, i])],
+                          current=spec_node(deps[name]))
+        return out
 
     def _send(self, kind: str, deployment: str, body: dict, send: Callable[[], Any]) -> None:
         entry = {"kind": kind, "namespace": self.config.namespace, "deployment": deployment,
@@ -214,14 +270,15 @@ class KubernetesBackend:
         self.nodes_info = {n: found[n] for n in self.node_names}
         return self.nodes_info
 
+    def read_deployment(self, name: str) -> Any:
+        """A managed Deployment: spec and status (it must exist)."""
+        return self._call(f"read deployment {name}",
+                          self._apps().read_namespaced_deployment_status, name,
+                          self.config.namespace)
+
     def read_deployments(self) -> dict[str, Any]:
         """The managed Deployments (all must exist)."""
-        out = {}
-        for name in self.dep_names:
-            out[name] = self._call(f"read deployment {name}",
-                                   self._apps().read_namespaced_deployment_status, name,
-                                   self.config.namespace)
-        return out
+        return {name: self.read_deployment(name) for name in self.dep_names}
 
     def pod_nodes(self, deployment: Any) -> list[str]:
         """Nodes of the ready pods of a Deployment (by its selector)."""
@@ -242,22 +299,27 @@ class KubernetesBackend:
                 nodes.append(p.spec.node_name)
         return nodes
 
-    def _state(self, slot: int, replicas: np.ndarray, deployments: dict[str, Any]
+    def _state(self, slot: int, deployments: dict[str, Any], asked: ClusterState
                ) -> ClusterState:
-        """ClusterState (batch of 1) from what the cluster reports."""
+        """ClusterState (batch of 1) from what the cluster reports: the replicas of the
+        Deployments' spec, the ready ones, the nodes of their pods (in dry-run, where
+        nothing changes, the replicas and nodes of `asked`)."""
         spec = self.spec
+        replicas = np.zeros((1, spec.n_deployments), np.int64)
         ready = np.zeros((1, spec.n_deployments), np.int64)
         node_of = spec.home_node[None, :].copy()
         for i, name in enumerate(self.dep_names):
             dep = deployments[name]
+            replicas[0, i] = spec_replicas(dep)
             ready[0, i] = int(dep.status.ready_replicas or 0)
             if not spec.pinned:
                 on = self.pod_nodes(dep)
-                selector = ((dep.spec.template.spec.node_selector or {})
-                            if dep.spec.template and dep.spec.template.spec else {})
-                target = on[0] if on else selector.get(HOSTNAME_LABEL)
+                target = on[0] if on else spec_node(dep)
                 if target in self.node_names:
                     node_of[0, i] = self.node_names.index(target)
+        if self.config.dry_run:
+            replicas = asked.replicas
+            node_of = node_of if spec.pinned else asked.node_of
         return ClusterState.from_counts(np.array([slot]), replicas, ready, node_of,
                                         spec.max_pods)
 
@@ -287,113 +349,88 @@ class KubernetesBackend:
             self.sleep(self.config.poll_interval_s)
 
     # ------------------------------------------------------------------ Backend API
-    def reset(self, start_slot: int, rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
-        """Check the cluster, set the initial replicas, start the load, measure.
-
-        The slot is the wall clock's time of day (a real cluster cannot jump to
-        `start_slot`); the initial replicas are the scenario's.
-        """
+    def slot_now(self) -> int:
+        """The slot of the wall clock's time of day in the cluster's `timezone`."""
         sc = self.spec.scenario
-        slot = int((self.clock() % (sc.n_slots * sc.slot_s)) // sc.slot_s)
+        local = datetime.datetime.fromtimestamp(self.clock(), self.timezone)
+        # the local clock's reading: on a daylight-saving day the trace follows the
+        # clock, as the users do
+        of_day = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
+        return int(of_day // sc.slot_s) % sc.n_slots
+
+    def reset(self, start_slot: int, rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
+        """Check the cluster, bring it to the initial replicas, start the load, measure.
+
+        The slot is the time of day in the cluster's `timezone` (a real cluster cannot
+        jump to `start_slot`); the initial replicas are the scenario's (within the
+        bounds and the scale-down rate limit), on their home nodes.
+        """
+        slot = self.slot_now()
         self.read_nodes()
-        self.read_deployments()
-        replicas = core.initial_replicas(self.spec, self.trace, np.array([slot - 1]))
-        replicas = self.clamp_all(replicas)
-        for name, n in zip(self.dep_names, replicas[0], strict=True):
-            self.scale(name, int(n))
-        if not self.spec.pinned:
-            for i, name in enumerate(self.dep_names):
-                self.move(name, self.node_names[int(self.spec.home_node[i])])
+        home = None if self.spec.pinned else self.spec.home_node[None, :]
+        asked = core.initial_replicas(self.spec, self.trace, np.array([slot - 1]))
+        replicas = self.reconcile(asked, home)
         deps = self.wait_rollout(dict(zip(self.dep_names, map(int, replicas[0]), strict=True)))
         self.metrics.start()
-        state = self._state(slot, replicas, deps)
+        state = self._state(slot, deps, ClusterState.from_counts(
+            np.array([slot]), replicas, replicas, self.spec.home_node[None, :],
+            self.spec.max_pods))
         return state, self.measure(state)
 
     def apply(self, state: ClusterState, replicas: np.ndarray, nodes: np.ndarray) -> ClusterState:
-        """Scale and move what changed, then wait for the rollout."""
-        replicas = self.clamp_all(replicas).reshape(1, -1)
-        for i, name in enumerate(self.dep_names):
-            if replicas[0, i] != state.replicas[0, i]:
-                self.scale(name, int(replicas[0, i]))
-        moved = False
+        """Bring every deployment to the asked replicas (and nodes), then wait for the
+        rollout."""
+        nodes = np.asarray(nodes).reshape(1, -1)
+        sent = self.reconcile(np.asarray(replicas).reshape(1, -1),
+                              None if self.spec.pinned else nodes)
+        asked = dataclasses.replace(state, replicas=sent)
         if not self.spec.pinned:
-            for i, name in enumerate(self.dep_names):
-                if nodes[0, i] != state.node_of[0, i]:
-                    self.move(name, self.node_names[int(nodes[0, i])])
-                    moved = True
-        asked = dataclasses.replace(state, replicas=replicas)
-        if not self.spec.pinned and moved:
-            asked = dataclasses.replace(asked, node_of=np.asarray(nodes).reshape(1, -1).copy())
+            asked = dataclasses.replace(asked, node_of=nodes.copy())
         try:
-            deps = self.wait_rollout(dict(zip(self.dep_names, map(int, replicas[0]), strict=True)))
+            deps = self.wait_rollout(dict(zip(self.dep_names, map(int, sent[0]), strict=True)))
         except RolloutTimeoutError as exc:
             exc.state = asked
             raise
-        out = self._state(int(state.slot[0]), replicas, deps)
-        if self.config.dry_run and not self.spec.pinned:
-            out = dataclasses.replace(out, node_of=asked.node_of.copy())
-        return out
+        return self._state(int(state.slot[0]), deps, asked)
 
     def advance(self, state: ClusterState,
                 rng: np.random.Generator) -> tuple[ClusterState, Measurement]:
-        """Wait the stabilisation time, then read the deployments and the metrics."""
+        """Wait the stabilisation time, then read the deployments and the metrics.
+
+        Raises:
+            BackendError: a read or the metrics failed (a :class:`MetricsError`); its
+                `state` is the cluster one step later (as read, else as it was).
+        """
         self.sleep(self.config.stabilization_time_s)
-        deps = self.read_deployments()
         slot = int(state.slot[0]) + self.spec.scenario.slots_per_step
-        new = self._state(slot, state.replicas, deps)
-        if self.config.dry_run and not self.spec.pinned:
-            new = dataclasses.replace(new, node_of=state.node_of.copy())
-        return new, self.measure(new)
+        new = dataclasses.replace(state, slot=np.array([slot]))
+        try:
+            new = self._state(slot, self.read_deployments(), state)
+            return new, self.measure(new)
+        except BackendError as exc:
+            exc.state = new
+            raise
 
     def measure(self, state: ClusterState) -> Measurement:
         """A Measurement from the metrics provider (raises MetricsError when missing)."""
         sample = self.metrics.sample()
-        return measurement_from_sample(self.spec, state, sample, self.trace)
+        return measurement_from_sample(self.spec, state, sample, self.trace, self.node_names)
 
     def close(self) -> None:
         """Nothing is deleted or scaled down on close."""
 
 
-def measurement_from_sample(spec: ClusterSpec, state: ClusterState, sample: MetricsSample,
-                            trace: np.ndarray) -> Measurement:
-    """The core's Measurement for one cluster from a metrics sample.
+def spec_replicas(deployment: Any) -> int:
+    """The replicas a Deployment's spec asks for (Kubernetes' default: 1)."""
+    n = deployment.spec.replicas
+    return 1 if n is None else int(n)
 
-    Users per station come from the sample, else from the trace at the last measured
-    slot; requests from the sample, else one per user per slot of the step; per-node
-    latency from the sample, else the cluster mean on every node with ready pods (the
-    answered requests split by ready pods).
-    """
-    sc = spec.scenario
-    n = spec.n_nodes
-    station_names = [st.name for st in sc.stations]
-    if sample.users:
-        unknown = sorted(set(sample.users) - set(station_names))
-        if unknown:
-            raise MetricsError(f"metrics report users for unknown station(s) {unknown}")
-        users = np.array([float(sample.users.get(x, 0.0)) for x in station_names])
-    else:
-        users = trace[(int(state.slot[0]) - 1) % len(trace)].astype(np.float64)
-    requests = (float(sample.requests) if sample.requests is not None
-                else float(users.sum() * sc.slots_per_step))
-    failed = min(float(sample.failed or 0.0), requests)
-    ok = requests - failed
-    ready = core.ready_counts(state, state.slot * sc.slot_s)[0]
-    pods_on = np.zeros(n)
-    np.add.at(pods_on, state.node_of[0], ready)
-    names = list(sc.node_names)
-    if sample.node_latency_ms:
-        unknown = sorted(set(sample.node_latency_ms) - set(names))
-        if unknown:
-            raise MetricsError(f"metrics report latency for unknown node(s) {unknown}")
-        lat = np.array([sample.node_latency_ms.get(x, 0.0) for x in names])
-        served = np.array([1.0 if x in sample.node_latency_ms else 0.0 for x in names])
-    else:
-        lat = np.full(n, sample.average_latency_ms)
-        served = (pods_on > 0).astype(np.float64)
-    share = served * np.where(pods_on > 0, pods_on, 1.0)
-    node_ok = ok * share / share.sum() if share.sum() > 0 else np.zeros(n)
-    return Measurement.from_parts(requests, ok, sample.average_latency_ms * ok,
-                                  (lat * node_ok)[None], node_ok[None], users[None])
+
+def spec_node(deployment: Any) -> str | None:
+    """The node a Deployment's pod template selects by hostname (None: none)."""
+    template = deployment.spec.template
+    selector = (template.spec.node_selector or {}) if template and template.spec else {}
+    return selector.get(HOSTNAME_LABEL)
 
 
 def _short(exc: Exception | None) -> str:

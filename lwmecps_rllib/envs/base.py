@@ -328,31 +328,43 @@ class ClusterEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         replicas, nodes = self._decode(action)
         valid = bool(core.fits(self.spec_, replicas, nodes)[0])
-        error = None
-        if valid:
-            try:
-                self.state = self.backend.apply(self.state, replicas, nodes)
-            except GuardRailError:
-                raise
-            except BackendError as exc:
-                # The cluster did not do what was asked (e.g. a rollout never became
-                # ready): penalise the step, report why, and keep the env usable.
-                error = str(exc)
-                if exc.state is not None:
-                    self.state = exc.state
-        if self.options.record_latency:
-            hist = np.zeros((1, LATENCY_BINS))
-            self.state, self.last = self.backend.advance(self.state, self.np_random,
-                                                         latency_hist=hist)
-        else:
-            hist = None
-            self.state, self.last = self.backend.advance(self.state, self.np_random)
+        errors = [self._backend_call(self._apply, replicas, nodes)] if valid else []
+        hist = np.zeros((1, LATENCY_BINS)) if self.options.record_latency else None
+        extra = {} if hist is None else {"latency_hist": hist}
+        errors.append(self._backend_call(self._advance, **extra))
+        error = "; ".join(e for e in errors if e is not None) or None
         if self._users_hist is not None:
             push(self._users_hist, self.last.users)
         metrics = core.step_metrics(self.spec_, self.last, self.state.replicas,
                                     self._current_nodes())[0]
         reward, terminated, truncated, info = self._outcome(metrics, valid, error, hist)
         return self._observe(), reward, terminated, truncated, info
+
+    def _apply(self, replicas: np.ndarray, nodes: np.ndarray) -> None:
+        self.state = self.backend.apply(self.state, replicas, nodes)
+
+    def _advance(self, **kwargs: Any) -> None:
+        self.state, self.last = self.backend.advance(self.state, self.np_random, **kwargs)
+
+    def _backend_call(self, call: Callable[..., None], *args: Any, **kwargs: Any) -> str | None:
+        """`call(*args, **kwargs)` (which updates the cluster state); a `BackendError`
+        (never a `GuardRailError`) is the step's failure: returned as text, with the
+        state set to the error's (when it has one).
+
+        The cluster did not do what was asked (a rollout never became ready, an API read
+        or the metrics failed): the step is penalised and reports why, the env stays
+        usable. A failed measurement leaves the last one in place (the observation
+        repeats it; the reward is the penalty).
+        """
+        try:
+            call(*args, **kwargs)
+        except GuardRailError:
+            raise
+        except BackendError as exc:
+            if exc.state is not None:
+                self.state = exc.state
+            return str(exc)
+        return None
 
     def _outcome(self, metrics: np.ndarray, valid: bool, error: str | None,
                  hist: np.ndarray | None) -> tuple[float, bool, bool, dict[str, Any]]:
