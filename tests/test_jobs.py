@@ -315,7 +315,8 @@ def silent() -> Iterator[SilentServer]:
     server.close()
 
 
-FAST = CallPolicy(timeout_s=0.3, retries=2, backoff_s=0.01, backoff_max_s=0.02)
+FAST = CallPolicy(timeout_s=0.3, submit_timeout_s=0.3, retries=2, backoff_s=0.01,
+                  backoff_max_s=0.02)
 
 
 # --------------------------------------------------------------------------- stop and logs
@@ -416,7 +417,8 @@ async def test_wait_on_a_silent_head_ends_with_an_error(silent):
 def test_cli_prints_one_line_for_an_unreachable_head(command, kind, silent, capsys):
     url = silent.url if kind == "silent" else f"http://127.0.0.1:{free_port()}"
     t0 = time.monotonic()
-    code = jobs.main(["--address", url, "--timeout", "0.3", "--retries", "1", *command])
+    code = jobs.main(["--address", url, "--timeout", "0.3", "--submit-timeout", "0.3",
+                      "--retries", "1", *command])
     out = capsys.readouterr()
     assert code != 0
     assert time.monotonic() - t0 < 10

@@ -29,7 +29,8 @@ from lwmecps_rllib.jobs.service import (
 
 def build_launcher(args: argparse.Namespace) -> Launcher:
     """The launcher the command-line flags describe."""
-    policy = CallPolicy(timeout_s=args.timeout, retries=args.retries)
+    policy = CallPolicy(timeout_s=args.timeout, submit_timeout_s=args.submit_timeout,
+                        retries=args.retries)
     if args.kuberay:
         import yaml
         from kubernetes import client, config
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "where logs and stops go instead of KubeRay's in-cluster address)")
     p.add_argument("--timeout", type=float, default=CallPolicy().timeout_s,
                    help="timeout of every request, seconds")
+    p.add_argument("--submit-timeout", type=float, default=CallPolicy().submit_timeout_s,
+                   help="timeout of a submission, seconds")
     p.add_argument("--retries", type=int, default=CallPolicy().retries,
                    help="retries of a status read that got no answer")
     p.add_argument("--python", default="python", help="interpreter on the cluster")

@@ -206,8 +206,12 @@ class CallPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout_s: float = Field(10.0, gt=0, description="Timeout of every request (seconds, "
-                                                     "to connect and for each read).")
+    timeout_s: float = Field(15.0, gt=0, description="Timeout of every request but a "
+                                                     "submission (seconds, to connect and "
+                                                     "for each read).")
+    submit_timeout_s: float = Field(120.0, gt=0, description="Timeout of a submission and "
+                                                             "its uploads (a head starts the "
+                                                             "job's supervisor first).")
     retries: int = Field(3, ge=0, description="Retries of a status read that got no answer.")
     backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry (seconds); "
                                                     "doubles each retry.")
@@ -243,12 +247,15 @@ def _timed_client_class() -> type:
     from ray.job_submission import JobSubmissionClient
 
     class TimedJobSubmissionClient(JobSubmissionClient):
-        def __init__(self, address: str, timeout_s: float, **kwargs: Any) -> None:
-            self._timeout_s = timeout_s  # before the version check the parent makes
+        def __init__(self, address: str, policy: CallPolicy, **kwargs: Any) -> None:
+            self._policy = policy  # before the version check the parent makes
             super().__init__(address, **kwargs)
 
         def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
-            kwargs.setdefault("timeout", self._timeout_s)
+            submits = (method == "POST" and endpoint == "/api/jobs/") or (
+                method == "PUT" and endpoint.startswith("/api/packages/"))
+            kwargs.setdefault("timeout", self._policy.submit_timeout_s if submits
+                              else self._policy.timeout_s)
             return super()._do_request(method, endpoint, **kwargs)
 
     return TimedJobSubmissionClient
@@ -282,7 +289,7 @@ class RayJobsLauncher:
         """The `JobSubmissionClient` (connects on first use; raises what the connection
         raised, see :meth:`_call`)."""
         if self._client is None:
-            self._client = _timed_client_class()(self.address, self.policy.timeout_s)
+            self._client = _timed_client_class()(self.address, self.policy)
         return self._client
 
     def _call(self, what: str, fn: Callable[[Any], T], *, retry: bool = False) -> T:
@@ -301,8 +308,8 @@ class RayJobsLauncher:
                                             lambda exc: isinstance(exc, network))
             return fn(self.client)
         except network as exc:
-            raise JobError(f"{what}: no answer from the Ray dashboard at {self.address} "
-                           f"(timeout {self.policy.timeout_s:g} s): {_short(exc)}") from exc
+            raise JobError(f"{what}: no answer from the Ray dashboard at {self.address}: "
+                           f"{_short(exc)}") from exc
         except AuthenticationError as exc:
             raise JobError(f"{what}: the Ray dashboard at {self.address} refused the request "
                            f"(set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN): {exc}") from exc
