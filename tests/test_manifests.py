@@ -3,6 +3,7 @@ core kinds (and every pod template inside the Ray kinds) against Kubernetes' sch
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,12 +46,16 @@ def crd_schema(kind: str, version: str) -> dict:
     raise LookupError(f"no CRD for {kind} {version} in {crds}")
 
 
+#: Keys whose value is a pod template (KubeRay's RayJob calls its submitter's so).
+POD_TEMPLATE_KEYS = ("template", "submitterPodTemplate")
+
+
 def pod_templates(obj, path=""):
-    """(path, template) of every pod template in a Ray resource."""
+    """(path, template) of every pod template in a resource."""
     if isinstance(obj, dict):
-        if "template" in obj and isinstance(obj["template"], dict) and \
-                "containers" in obj["template"].get("spec", {}):
-            yield f"{path}.template", obj["template"]
+        for key in POD_TEMPLATE_KEYS:
+            if isinstance(obj.get(key), dict) and "containers" in obj[key].get("spec", {}):
+                yield f"{path}.{key}", obj[key]
         for k, v in obj.items():
             yield from pod_templates(v, f"{path}.{k}")
     elif isinstance(obj, list):
@@ -148,29 +153,32 @@ BACKEND_CALLS = {
 }
 
 
-def test_rbac_allows_what_the_backend_calls_and_little_else():
+def rbac_rules() -> list[tuple[str, dict]]:
+    """(kind, rule) of every Role and ClusterRole rule in k8s/rbac.yaml."""
+    return [(d["kind"], rule) for p, _, d in DOCS if p.endswith("k8s/rbac.yaml")
+            and d["kind"] in ("Role", "ClusterRole") for rule in d["rules"]]
+
+
+def test_rbac_allows_what_the_backend_calls_and_nothing_else():
     import re
+
+    from lwmecps_rllib.scenarios import load_scenario
 
     source = (ROOT / "lwmecps_rllib" / "backends" / "kubernetes.py").read_text()
     called = set(re.findall(r"self\._(?:apps|core)\(\)\.(\w+)", source))
     assert called == set(BACKEND_CALLS), called
-    rbac = [d for p, _, d in DOCS if p.endswith("k8s/rbac.yaml")]
-    allowed = set()
-    for doc in rbac:
-        if doc["kind"] in ("Role", "ClusterRole"):
-            for rule in doc["rules"]:
-                for g in rule["apiGroups"]:
-                    for r in rule["resources"]:
-                        for v in rule["verbs"]:
-                            allowed.add((g, r, v, doc["kind"]))
-    for group, resource, verb in BACKEND_CALLS.values():
-        kind = "ClusterRole" if resource == "nodes" else "Role"
-        assert (group, resource, verb, kind) in allowed, (group, resource, verb)
-    verbs = {v for *_, v, _ in [(a, b, c, d) for a, b, c, d in allowed]}
-    assert not verbs & {"create", "delete", "deletecollection", "update", "escalate", "bind",
-                        "impersonate", "*"}
-    assert {r for _, r, _, k in allowed if k == "ClusterRole"} == {"nodes"}
-    assert {v for _, r, v, k in allowed if k == "ClusterRole"} <= {"get", "list", "watch"}
+    allowed = {(g, r, v, kind) for kind, rule in rbac_rules() for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    needed = {(g, r, v, "ClusterRole" if r == "nodes" else "Role")
+              for g, r, v in BACKEND_CALLS.values()}
+    assert allowed == needed, {"unused": allowed - needed, "missing": needed - allowed}
+    # The Deployments are named: patch, scale and status reach the testbed's servers only.
+    servers = sorted(load_scenario("testbed-4bs").deployment_names)
+    for kind, rule in rbac_rules():
+        if "apps" in rule["apiGroups"]:
+            assert kind == "Role" and sorted(rule.get("resourceNames", [])) == servers, rule
+        else:  # list cannot be limited by name
+            assert rule["verbs"] == ["list"] and "resourceNames" not in rule, rule
 
 
 def test_serve_configs_match_serves_schema_and_each_other():
@@ -188,3 +196,164 @@ def test_serve_configs_match_serves_schema_and_each_other():
 
     ServeArgs(**a["args"])
     ServeArgs(**b["args"])
+
+
+# --------------------------------------------------------------------------- hardening
+#: The Secret holding the Ray token (key `auth_token`, KubeRay's key).
+AUTH_SECRET = "lwmecps-ray-auth"
+#: Kinds that make pods, and where their pod templates are.
+POD_KINDS = {"Deployment", "RayCluster", "RayService", "RayJob"}
+
+
+def all_pod_templates() -> list[tuple[str, dict, dict]]:
+    """(where, template, manifest) of every pod template of every manifest."""
+    return [(f"{p}#{i}:{d['kind']}{where}", tpl, d) for p, i, d in DOCS
+            for where, tpl in pod_templates(d.get("spec", {}))]
+
+
+TEMPLATES = all_pod_templates()
+
+
+def test_every_pod_making_manifest_has_pod_templates_checked():
+    kinds = {d["kind"] for _, _, d in TEMPLATES}
+    assert kinds == POD_KINDS
+    assert any(w.endswith(".submitterPodTemplate") for w, _, _ in TEMPLATES)
+    assert {d["kind"] for _, _, d in DOCS} & POD_KINDS == POD_KINDS
+
+
+def containers(tpl: dict) -> list[dict]:
+    return tpl["spec"]["containers"] + tpl["spec"].get("initContainers", [])
+
+
+@pytest.mark.parametrize(("where", "tpl"), [(w, t) for w, t, _ in TEMPLATES],
+                         ids=[w for w, _, _ in TEMPLATES])
+def test_pods_run_locked_down(where, tpl):
+    pod = tpl["spec"].get("securityContext", {})
+    assert pod.get("runAsNonRoot") is True, where
+    assert isinstance(pod.get("runAsUser"), int) and pod["runAsUser"] > 0, where
+    assert pod.get("seccompProfile") == {"type": "RuntimeDefault"}, where
+    writable = {v["name"] for v in tpl["spec"].get("volumes", []) if "emptyDir" in v}
+    for c in containers(tpl):
+        sc = c.get("securityContext", {})
+        assert sc.get("allowPrivilegeEscalation") is False, (where, c["name"])
+        assert sc.get("readOnlyRootFilesystem") is True, (where, c["name"])
+        assert "ALL" in sc.get("capabilities", {}).get("drop", []), (where, c["name"])
+        assert not sc.get("privileged"), (where, c["name"])
+        assert sc.get("runAsNonRoot") is not False and sc.get("runAsUser", 1) != 0
+        tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+        assert tmp and tmp[0]["name"] in writable, (where, c["name"], "no writable /tmp")
+
+
+def test_ray_autoscaler_runs_locked_down():
+    for _, _, d in DOCS:
+        if d["kind"] == "RayCluster" and d["spec"].get("enableInTreeAutoscaling"):
+            sc = d["spec"]["autoscalerOptions"]["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"]
+            assert "ALL" in sc["capabilities"]["drop"]
+            assert {"name": "tmp", "mountPath": "/tmp"} in d["spec"]["autoscalerOptions"][
+                "volumeMounts"]
+
+
+def image_is_pinned(image: str) -> bool:
+    """A digest, or a tag other than `latest`."""
+    if "@sha256:" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and tag not in ("", "latest")
+
+
+def test_images_are_pinned():
+    assert not image_is_pinned("lwmecps-rllib") and not image_is_pinned("x:latest")
+    assert not image_is_pinned("registry:5000/x") and image_is_pinned("registry:5000/x:1.0")
+    for where, tpl, _ in TEMPLATES:
+        for c in containers(tpl):
+            assert image_is_pinned(c["image"]), (where, c["image"])
+    froms = re.findall(r"^FROM\s+(\S+)", (K8S / "Dockerfile").read_text(), re.M)
+    assert froms and all(image_is_pinned(f) for f in froms), froms
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert all(i.get("newTag") not in (None, "", "latest") or i.get("digest")
+               for i in kust.get("images", []))
+
+
+def ray_cluster_specs() -> list[tuple[str, dict]]:
+    """(where, RayClusterSpec) of every Ray cluster the manifests make."""
+    out = []
+    for p, i, d in DOCS:
+        spec = d.get("spec", {})
+        cluster = {"RayCluster": spec, "RayService": spec.get("rayClusterConfig"),
+                   "RayJob": spec.get("rayClusterSpec")}.get(d["kind"])
+        if cluster is not None:
+            out.append((f"{p}#{i}", cluster))
+    return out
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_every_ray_cluster_requires_the_token_from_the_secret():
+    clusters = ray_cluster_specs()
+    assert {w.split("#")[0] for w, _ in clusters} == {"k8s/raycluster.yaml",
+                                                     "k8s/rayservice.yaml"}
+    for where, cluster in clusters:
+        assert cluster.get("authOptions") == {"mode": "token", "secretName": AUTH_SECRET}, where
+    # Nothing turns it off: KubeRay keeps a RAY_AUTH_MODE a container already has.
+    for where, tpl, _ in TEMPLATES:
+        for c in containers(tpl):
+            mode = env_of(c).get("RAY_AUTH_MODE")
+            assert mode is None or mode.get("value") == "token", (where, c["name"])
+
+
+def test_rayjob_submitters_carry_the_token_and_the_client_label():
+    jobs = [d for _, _, d in DOCS if d["kind"] == "RayJob"]
+    assert jobs
+    for job in jobs:
+        if "rayClusterSpec" in job["spec"]:
+            continue
+        tpl = job["spec"]["submitterPodTemplate"]
+        assert tpl["metadata"]["labels"]["lwmecps.io/ray-client"] == "true"
+        assert tpl["spec"]["restartPolicy"] == "Never"
+        for c in tpl["spec"]["containers"]:
+            env = env_of(c)
+            assert env["RAY_AUTH_MODE"]["value"] == "token"
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+                "name": AUTH_SECRET, "key": "auth_token"}
+
+
+def test_a_rayjob_with_its_own_cluster_requires_the_token():
+    from lwmecps_rllib.jobs import TrainingTask, rayjob_manifest
+
+    cluster = next(d for _, _, d in DOCS if d["kind"] == "RayCluster")
+    body = rayjob_manifest(TrainingTask(name="ppo-1"), "lwmecps", cluster_spec=cluster["spec"])
+    assert body["spec"]["rayClusterSpec"]["authOptions"]["mode"] == "token"
+
+
+def test_network_policy_limits_the_ray_control_plane():
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (policy,) = [d for p, _, d in DOCS if d["kind"] == "NetworkPolicy"
+                 and d["spec"]["podSelector"] == {"matchLabels": {"ray.io/is-ray-node": "yes"}}]
+    assert "networkpolicy.yaml" in kust["resources"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ray_only = {"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}
+    for rule in policy["spec"]["ingress"]:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        sources = rule.get("from")
+        if not sources:  # open to all: the Serve endpoint only
+            assert ports == {8000}, rule
+        elif sources != [ray_only]:  # not Ray's own pods: only the dashboard and client
+            assert ports and ports <= {8265, 10001}, rule
+            assert all(s.get("podSelector") or s.get("namespaceSelector") for s in sources)
+
+
+def test_serve_reads_the_shared_volume_read_only():
+    service = next(d for _, _, d in DOCS if d["kind"] == "RayService")
+    templates = list(pod_templates(service["spec"]))
+    assert templates
+    for where, tpl in templates:
+        pvcs = {v["name"] for v in tpl["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        assert all(v["persistentVolumeClaim"].get("readOnly") is True
+                   for v in tpl["spec"]["volumes"] if "persistentVolumeClaim" in v), where
+        for c in containers(tpl):
+            for m in c.get("volumeMounts", []):
+                if m["name"] in pvcs:
+                    assert m.get("readOnly") is True, (where, m)

@@ -3,9 +3,12 @@
 
 from lwmecps_rllib.jobs.service import (
     DEFAULT_DASHBOARD,
+    DEPLOYMENT_STATES,
     JOB_STATES,
+    MAX_NAME_LENGTH,
     RAYJOB,
     TERMINAL_STATES,
+    CallPolicy,
     JobError,
     Launcher,
     RayJobCRLauncher,
@@ -13,6 +16,7 @@ from lwmecps_rllib.jobs.service import (
     TrainingService,
     TrainingTask,
     rayjob_manifest,
+    rayjob_state,
 )
 
 
@@ -25,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "DEFAULT_DASHBOARD",
+    "DEPLOYMENT_STATES",
     "JOB_STATES",
+    "MAX_NAME_LENGTH",
     "RAYJOB",
     "TERMINAL_STATES",
+    "CallPolicy",
     "JobError",
     "Launcher",
     "RayJobCRLauncher",
@@ -36,4 +43,5 @@ __all__ = [
     "TrainingTask",
     "main",
     "rayjob_manifest",
+    "rayjob_state",
 ]

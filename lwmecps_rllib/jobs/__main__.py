@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from lwmecps_rllib.jobs.service import (
     DEFAULT_DASHBOARD,
+    CallPolicy,
     JobError,
     Launcher,
     RayJobCRLauncher,
@@ -28,6 +29,8 @@ from lwmecps_rllib.jobs.service import (
 
 def build_launcher(args: argparse.Namespace) -> Launcher:
     """The launcher the command-line flags describe."""
+    policy = CallPolicy(timeout_s=args.timeout, submit_timeout_s=args.submit_timeout,
+                        retries=args.retries)
     if args.kuberay:
         import yaml
         from kubernetes import client, config
@@ -46,16 +49,25 @@ def build_launcher(args: argparse.Namespace) -> Launcher:
         return RayJobCRLauncher(client.ApiClient(), args.namespace, cluster_spec=spec,
                                 cluster_selector=None if spec else {"ray.io/cluster":
                                                                     args.cluster},
-                                python=args.python)
+                                python=args.python, dashboard=args.address, policy=policy)
     runtime_env = json.loads(args.runtime_env) if args.runtime_env else None
-    return RayJobsLauncher(args.address, runtime_env=runtime_env, python=args.python)
+    return RayJobsLauncher(args.address or DEFAULT_DASHBOARD, runtime_env=runtime_env,
+                           python=args.python, policy=policy)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
     p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.jobs",
                                 description="Run training and sweeps as Ray jobs.")
-    p.add_argument("--address", default=DEFAULT_DASHBOARD, help="Ray dashboard URL")
+    p.add_argument("--address", default=None,
+                   help=f"Ray dashboard URL (default {DEFAULT_DASHBOARD}; with --kuberay, "
+                        "where logs and stops go instead of KubeRay's in-cluster address)")
+    p.add_argument("--timeout", type=float, default=CallPolicy().timeout_s,
+                   help="timeout of every request, seconds")
+    p.add_argument("--submit-timeout", type=float, default=CallPolicy().submit_timeout_s,
+                   help="timeout of a submission, seconds")
+    p.add_argument("--retries", type=int, default=CallPolicy().retries,
+                   help="retries of a status read that got no answer")
     p.add_argument("--python", default="python", help="interpreter on the cluster")
     p.add_argument("--runtime-env", default=None, help="Ray runtime env as JSON")
     p.add_argument("--kuberay", action="store_true", help="use RayJob resources instead")

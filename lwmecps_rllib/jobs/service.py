@@ -22,10 +22,14 @@ needs to. The command line wraps it::
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
+import re
 import shlex
 import time
-from typing import Any, Literal, Protocol
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -38,10 +42,31 @@ from pydantic import (
 from lwmecps_rllib.envs.names import ENV_NAMES
 from lwmecps_rllib.spec import EnvOptions, TrainingSpec
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 #: Job states, as Ray's Job Submission API names them.
 JOB_STATES = ("PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")
 TERMINAL_STATES = ("STOPPED", "SUCCEEDED", "FAILED")
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+
+#: KubeRay's rule for a RayJob name (`ValidateRayJobMetadata`): a DNS-1035 label of at most
+#: 47 characters, since KubeRay appends 6 characters to it for the RayCluster it makes and a
+#: RayCluster name is at most 53 (63 minus the `-serve-svc` of its Service).
+MAX_NAME_LENGTH = 47
+NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+#: The job state a KubeRay `status.jobDeploymentStatus` stands for when it decides alone
+#: (None: Ray's own `status.jobStatus` decides, PENDING until there is one). The values are
+#: KubeRay's `JobDeploymentStatus` constants (ray-operator/apis/ray/v1/rayjob_types.go).
+DEPLOYMENT_STATES: dict[str, str | None] = {
+    "": None, "New": None, "Initializing": None, "Waiting": None, "Scheduling": None,
+    "Scheduled": None, "Running": None, "Suspending": None, "Complete": None,
+    "Retrying": "PENDING",         # a new attempt; the last one's Ray status is stale
+    "Failed": "FAILED",            # deadline exceeded, submission failed, retries used up
+    "ValidationFailed": "FAILED",  # KubeRay refused the spec; nothing runs or will run
+    "Suspended": "STOPPED",        # the cluster and its job were deleted
+}
 
 
 class JobError(Exception):
@@ -58,8 +83,8 @@ class TrainingTask(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$",
-                      description="Job name (DNS label: lowercase letters, digits, '-').")
+    name: str = Field(description="Job name: a DNS-1035 label of at most 47 characters "
+                                  "(KubeRay's RayJob name rule).")
     model_type: str = Field("ppo", description="Algorithm name or alias (`ppo`, `dqn`, ...).")
     parameters: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="Hyper-parameters (`learning_rate`, ...).")
@@ -78,6 +103,17 @@ class TrainingTask(BaseModel):
     preset: Literal["recommended"] | None = Field(
         None, description="Start from the algorithm's recommended settings on the scenario "
                           "(`lwmecps_rllib.presets`); `parameters` override them.")
+
+    @field_validator("name")
+    @classmethod
+    def _kuberay_name(cls, v: str) -> str:
+        if len(v) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not a RayJob name: at most {MAX_NAME_LENGTH} characters, lowercase "
+                "letters, digits and '-', starting with a letter and ending with a letter "
+                "or a digit (KubeRay's rule: a DNS-1035 label short enough for the "
+                "RayCluster name made from it)")
+        return v
 
     @field_validator("model_type")
     @classmethod
@@ -153,66 +189,159 @@ class Launcher(Protocol):
     def stop(self, job_id: str) -> bool: ...
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a request that got no answer: refused or reset connections and timeouts
+    (`requests`' errors are `OSError`s; the Kubernetes client raises urllib3's)."""
+    import urllib3
+
+    return (OSError, urllib3.exceptions.HTTPError)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+class CallPolicy(BaseModel):
+    """How a launcher calls a Ray dashboard or the Kubernetes API: a timeout on every
+    request, and retries with exponential backoff of status reads that got no answer.
+
+    Example:
+        >>> CallPolicy(timeout_s=5, retries=2).timeout_s
+        5.0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(15.0, gt=0, description="Timeout of every request but a "
+                                                     "submission (seconds, to connect and "
+                                                     "for each read).")
+    submit_timeout_s: float = Field(120.0, gt=0, description="Timeout of a submission and "
+                                                             "its uploads (a head starts the "
+                                                             "job's supervisor first).")
+    retries: int = Field(3, ge=0, description="Retries of a status read that got no answer.")
+    backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry (seconds); "
+                                                    "doubles each retry.")
+    backoff_max_s: float = Field(8.0, ge=0, description="Longest wait between retries.")
+
+    def retrying(self, what: str, fn: Callable[[], T],
+                 transient: Callable[[BaseException], bool],
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+        """`fn()`, called again after an error `transient` accepts, up to `retries` times.
+
+        Raises:
+            The last error when every attempt failed, or the first one that is not
+            transient.
+        """
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except Exception as exc:
+                if attempt == self.retries or not transient(exc):
+                    raise
+                log.warning("%s: %s; retry %d/%d in %.2f s", what, _short(exc), attempt + 1,
+                            self.retries, delay)
+            sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+@functools.cache
+def _timed_client_class() -> type:
+    """Ray's `JobSubmissionClient` with a timeout on every request it sends (Ray's own
+    client sends them without one, so a head that accepts and never answers hangs it)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedJobSubmissionClient(JobSubmissionClient):
+        def __init__(self, address: str, policy: CallPolicy, **kwargs: Any) -> None:
+            self._policy = policy  # before the version check the parent makes
+            super().__init__(address, **kwargs)
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            submits = (method == "POST" and endpoint == "/api/jobs/") or (
+                method == "PUT" and endpoint.startswith("/api/packages/"))
+            kwargs.setdefault("timeout", self._policy.submit_timeout_s if submits
+                              else self._policy.timeout_s)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedJobSubmissionClient
+
+
 class RayJobsLauncher:
     """Ray's Job Submission API on a dashboard address.
+
+    Every request has the policy's timeout; a status read is retried with backoff when it
+    got no answer; every failure is a :class:`JobError` naming the address.
 
     Args:
         address: Dashboard URL (`http://127.0.0.1:8265`).
         runtime_env: Ray runtime env of every job (e.g. `{"working_dir": "."}`).
         python: Interpreter the entry point calls on the cluster.
         client: An existing `JobSubmissionClient` (made on first use otherwise).
+        policy: Timeouts and retries (:class:`CallPolicy` defaults otherwise).
     """
 
     def __init__(self, address: str = DEFAULT_DASHBOARD, runtime_env: dict[str, Any] | None = None,
-                 python: str = "python", client: Any = None) -> None:
+                 python: str = "python", client: Any = None,
+                 policy: CallPolicy | None = None) -> None:
         self.address = address
         self.runtime_env = runtime_env
         self.python = python
+        self.policy = policy if policy is not None else CallPolicy()
         self._client = client
 
     @property
     def client(self) -> Any:
-        """The `JobSubmissionClient` (connects on first use)."""
+        """The `JobSubmissionClient` (connects on first use; raises what the connection
+        raised, see :meth:`_call`)."""
         if self._client is None:
-            from ray.job_submission import JobSubmissionClient
-
-            try:
-                self._client = JobSubmissionClient(self.address)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise JobError(f"cannot reach the Ray dashboard at {self.address}: {exc}") from exc
+            self._client = _timed_client_class()(self.address, self.policy)
         return self._client
+
+    def _call(self, what: str, fn: Callable[[Any], T], *, retry: bool = False) -> T:
+        """`fn(client)` under the policy (retried if `retry`).
+
+        Raises:
+            JobError: naming the address, for no answer, a refused token or an error answer.
+        """
+        from ray.exceptions import AuthenticationError
+
+        network = _network_errors()
+        try:
+            if retry:
+                return self.policy.retrying(f"{what} at {self.address}",
+                                            lambda: fn(self.client),
+                                            lambda exc: isinstance(exc, network))
+            return fn(self.client)
+        except network as exc:
+            raise JobError(f"{what}: no answer from the Ray dashboard at {self.address}: "
+                           f"{_short(exc)}") from exc
+        except AuthenticationError as exc:
+            raise JobError(f"{what}: the Ray dashboard at {self.address} refused the request "
+                           f"(set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN): {exc}") from exc
+        except (RuntimeError, ValueError) as exc:
+            raise JobError(f"{what} at {self.address}: {exc}") from exc
 
     def submit(self, task: TrainingTask) -> str:
         """Submit the task's entry point; the job id is the task name."""
-        try:
-            return self.client.submit_job(
-                entrypoint=task.entrypoint(self.python), submission_id=task.name,
-                runtime_env=self.runtime_env, entrypoint_num_cpus=task.num_cpus,
-                metadata={"lwmecps.model_type": task.model_type, "lwmecps.env": task.env,
-                          "lwmecps.scenario": task.scenario})
-        except RuntimeError as exc:
-            raise JobError(f"job {task.name!r} was not accepted: {exc}") from exc
+        return self._call(f"submit job {task.name!r}", lambda c: c.submit_job(
+            entrypoint=task.entrypoint(self.python), submission_id=task.name,
+            runtime_env=self.runtime_env, entrypoint_num_cpus=task.num_cpus,
+            metadata={"lwmecps.model_type": task.model_type, "lwmecps.env": task.env,
+                      "lwmecps.scenario": task.scenario}))
 
     def status(self, job_id: str) -> str:
-        """`PENDING`, `RUNNING`, `STOPPED`, `SUCCEEDED` or `FAILED`."""
-        try:
-            return str(self.client.get_job_status(job_id).value)
-        except RuntimeError as exc:
-            raise JobError(f"job {job_id!r}: {exc}") from exc
+        """`PENDING`, `RUNNING`, `STOPPED`, `SUCCEEDED` or `FAILED` (retried)."""
+        return self._call(f"status of job {job_id!r}",
+                          lambda c: str(c.get_job_status(job_id).value), retry=True)
 
     def logs(self, job_id: str) -> str:
         """The job's output so far."""
-        try:
-            return self.client.get_job_logs(job_id)
-        except RuntimeError as exc:
-            raise JobError(f"job {job_id!r}: {exc}") from exc
+        return self._call(f"logs of job {job_id!r}", lambda c: c.get_job_logs(job_id))
 
     def stop(self, job_id: str) -> bool:
         """Ask the job to stop; True if it was running."""
-        try:
-            return bool(self.client.stop_job(job_id))
-        except RuntimeError as exc:
-            raise JobError(f"job {job_id!r}: {exc}") from exc
+        return bool(self._call(f"stop job {job_id!r}", lambda c: c.stop_job(job_id)))
 
 
 #: KubeRay's RayJob resource.
@@ -244,6 +373,31 @@ def rayjob_manifest(task: TrainingTask, namespace: str, *, cluster_spec: dict | 
     }
 
 
+def rayjob_state(name: str, status: dict[str, Any]) -> str:
+    """The job state (one of :data:`JOB_STATES`) of a RayJob's `status`.
+
+    KubeRay's verdict on the RayJob (`jobDeploymentStatus`) wins where it is final: `Failed`
+    and `ValidationFailed` are FAILED, `Suspended` is STOPPED, and `Retrying` is PENDING
+    whatever the previous attempt's Ray status said. Otherwise Ray's own `jobStatus`
+    decides, PENDING until Ray has one.
+
+    Raises:
+        JobError: for a deployment status KubeRay does not define, or a `Complete` RayJob
+            without a final Ray status.
+    """
+    deployment = status.get("jobDeploymentStatus") or ""
+    if deployment not in DEPLOYMENT_STATES:
+        raise JobError(f"RayJob {name!r}: unknown jobDeploymentStatus {deployment!r}; known: "
+                       f"{sorted(k for k in DEPLOYMENT_STATES if k)}")
+    if DEPLOYMENT_STATES[deployment] is not None:
+        return DEPLOYMENT_STATES[deployment]
+    job = status.get("jobStatus")
+    if deployment == "Complete" and job not in TERMINAL_STATES:
+        raise JobError(f"RayJob {name!r} is Complete without a final job status ({job!r}): "
+                       f"{status.get('message', '')}")
+    return job if job in JOB_STATES else "PENDING"
+
+
 class RayJobCRLauncher:
     """KubeRay `RayJob` custom resources through the Kubernetes API.
 
@@ -254,11 +408,16 @@ class RayJobCRLauncher:
         cluster_spec: `rayClusterSpec` for a cluster per job, or
         cluster_selector: labels of an existing RayCluster to run on.
         python: Interpreter on the cluster's image.
+        dashboard: Dashboard URL of the cluster this machine reaches (e.g. a
+            `kubectl port-forward` to `http://127.0.0.1:8265`) for logs and stops; KubeRay's
+            `status.dashboardURL`, an in-cluster address, otherwise.
+        policy: Timeouts and retries of the Kubernetes API and dashboard calls.
     """
 
     def __init__(self, api_client: Any, namespace: str = "default", *,
                  cluster_spec: dict | None = None, cluster_selector: dict[str, str] | None = None,
-                 python: str = "python") -> None:
+                 python: str = "python", dashboard: str | None = None,
+                 policy: CallPolicy | None = None) -> None:
         if cluster_spec is None and cluster_selector is None:
             cluster_selector = {"ray.io/cluster": "lwmecps"}
         self.api_client = api_client
@@ -266,6 +425,8 @@ class RayJobCRLauncher:
         self.cluster_spec = cluster_spec
         self.cluster_selector = cluster_selector
         self.python = python
+        self.dashboard = dashboard
+        self.policy = policy if policy is not None else CallPolicy()
 
     @property
     def api(self) -> Any:
@@ -274,13 +435,37 @@ class RayJobCRLauncher:
 
         return client.CustomObjectsApi(self.api_client)
 
-    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+    @property
+    def host(self) -> str:
+        """The Kubernetes API address of the client."""
+        return str(getattr(getattr(self.api_client, "configuration", None), "host", "?"))
+
+    def _call(self, what: str, fn: Any, *, retry: bool = False, **kwargs: Any) -> Any:
+        """`fn` on the RayJobs of the namespace, with the policy's timeout (and retries of
+        no answer, 429 and 5xx if `retry`).
+
+        Raises:
+            JobError: naming the API status, or the API address when it did not answer.
+        """
         from kubernetes.client.exceptions import ApiException
 
+        network = _network_errors()
+
+        def transient(exc: BaseException) -> bool:
+            return isinstance(exc, network) or (isinstance(exc, ApiException) and (
+                exc.status == 429 or 500 <= (exc.status or 0) < 600))
+
+        def once() -> Any:
+            return fn(**RAYJOB, namespace=self.namespace,
+                      _request_timeout=self.policy.timeout_s, **kwargs)
+
         try:
-            return fn(**RAYJOB, namespace=self.namespace, **kwargs)
+            return self.policy.retrying(what, once, transient) if retry else once()
         except ApiException as exc:
             raise JobError(f"{what}: Kubernetes API answered {exc.status} {exc.reason}") from exc
+        except network as exc:
+            raise JobError(f"{what}: no answer from the Kubernetes API at {self.host} "
+                           f"(timeout {self.policy.timeout_s:g} s): {_short(exc)}") from exc
 
     def submit(self, task: TrainingTask) -> str:
         """Create the RayJob; its name is the job id."""
@@ -290,36 +475,65 @@ class RayJobCRLauncher:
                    body=body)
         return task.name
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str, retry: bool = False) -> dict[str, Any]:
         """The RayJob object."""
         return self._call(f"RayJob {job_id!r}", self.api.get_namespaced_custom_object,
-                          name=job_id)
+                          retry=retry, name=job_id)
 
     def status(self, job_id: str) -> str:
-        """The Ray job status KubeRay reports (`PENDING` until the job is submitted)."""
-        st = self.get(job_id).get("status") or {}
-        if st.get("jobStatus") in JOB_STATES:
-            return st["jobStatus"]
-        if st.get("jobDeploymentStatus") == "Failed":
-            return "FAILED"
-        return "PENDING"
+        """The job's state (:func:`rayjob_state`; the read is retried)."""
+        return rayjob_state(job_id, self.get(job_id, retry=True).get("status") or {})
 
-    def logs(self, job_id: str) -> str:
-        """The job's output, read from the cluster's dashboard (`status.dashboardURL`)."""
-        st = self.get(job_id).get("status") or {}
-        url, ray_job = st.get("dashboardURL"), st.get("jobId")
+    def _ray_job(self, job_id: str, status: dict[str, Any]) -> tuple[RayJobsLauncher, str]:
+        """The Jobs API of the RayJob's cluster and the Ray job id in it."""
+        url, ray_job = self.dashboard or status.get("dashboardURL"), status.get("jobId")
         if not url or not ray_job:
             raise JobError(f"RayJob {job_id!r} has no dashboard or job id yet "
-                           f"(deployment status {st.get('jobDeploymentStatus')!r})")
-        base = url if "://" in url else f"http://{url}"
-        return RayJobsLauncher(base).logs(ray_job)
+                           f"(deployment status {status.get('jobDeploymentStatus')!r})")
+        return RayJobsLauncher(url if "://" in url else f"http://{url}",
+                               policy=self.policy), ray_job
+
+    def _on_dashboard(self, what: Callable[[RayJobsLauncher, str], T], job_id: str,
+                      status: dict[str, Any]) -> T:
+        launcher, ray_job = self._ray_job(job_id, status)
+        try:
+            return what(launcher, ray_job)
+        except JobError as exc:
+            if self.dashboard:
+                raise
+            raise JobError(f"{exc} (KubeRay's in-cluster address; from outside the cluster "
+                           f"give one this machine reaches, e.g. --address "
+                           f"http://127.0.0.1:8265 after kubectl port-forward)") from exc
+
+    def logs(self, job_id: str) -> str:
+        """The job's output, read from the cluster's dashboard."""
+        return self._on_dashboard(lambda launcher, ray_job: launcher.logs(ray_job), job_id,
+                                  self.get(job_id).get("status") or {})
 
     def stop(self, job_id: str) -> bool:
-        """Suspend the RayJob (KubeRay stops the job and releases its cluster)."""
-        running = self.status(job_id) not in TERMINAL_STATES
-        self._call(f"suspend RayJob {job_id!r}", self.api.patch_namespaced_custom_object,
-                   name=job_id, body={"spec": {"suspend": True}})
-        return running
+        """Stop the job the way KubeRay allows it; True if it had not ended.
+
+        A RayJob with a cluster of its own (`shutdownAfterJobFinishes`) is suspended:
+        KubeRay deletes that cluster with the job on it and the RayJob ends `Suspended`
+        (STOPPED). KubeRay refuses to suspend any other RayJob (`clusterSelector`: the
+        spec fails validation and the job runs on), so its Ray job is stopped through the
+        cluster's dashboard by its job id and the RayJob ends STOPPED; one KubeRay has not
+        given a job id yet has nothing running and is deleted.
+        """
+        obj = self.get(job_id)
+        status, spec = obj.get("status") or {}, obj.get("spec") or {}
+        if rayjob_state(job_id, status) in TERMINAL_STATES:
+            return False
+        if spec.get("shutdownAfterJobFinishes") and not spec.get("clusterSelector"):
+            self._call(f"suspend RayJob {job_id!r}", self.api.patch_namespaced_custom_object,
+                       name=job_id, body={"spec": {"suspend": True}})
+            return True
+        if not status.get("jobId"):
+            self._call(f"delete RayJob {job_id!r}", self.api.delete_namespaced_custom_object,
+                       name=job_id)
+            return True
+        return self._on_dashboard(lambda launcher, ray_job: launcher.stop(ray_job), job_id,
+                                  status)
 
 
 class TrainingService:
