@@ -439,9 +439,23 @@ def serve_config(folder: Path, reg: ModelRegistry, model_id: str,
     return path, port
 
 
-def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_path):
+def answer(port: int, body: dict) -> dict | None:
+    """The app's answer to `body` when it is a 200, else None."""
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/placement", json=body, timeout=10)
+    return r.json() if r.status_code == 200 else None
+
+
+def test_serve_deploy_and_promote_rollout_on_a_real_head(ray_head, models, tmp_path):
+    """`serve deploy` of the config file serving `production`, then `models promote ID
+    --rollout DASHBOARD`: the running app resolves the stage anew to the promoted id."""
+    import shutil
+
+    from lwmecps_rllib.model_registry import __main__ as registry_cli
+
     reg, ids = models
-    path, port = serve_config(tmp_path, reg, ids[0], num_cpus=0.5)
+    reg = ModelRegistry(shutil.copy(reg.path, tmp_path / "registry.sqlite"))
+    reg.promote(ids[0])
+    path, port = serve_config(tmp_path, reg, "production", num_cpus=0.5)
     env = {"RAY_AUTH_MODE": "disabled", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
     serve_cli = str(Path(sys.executable).parent / "serve")
     out = subprocess.run([serve_cli, "deploy", str(path), "--address", ray_head],
@@ -449,20 +463,18 @@ def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_pa
     assert out.returncode == 0, out.stderr
     try:
         body = good_body()
-        deadline = time.monotonic() + 120
-        status = None
-        while time.monotonic() < deadline:
-            try:
-                r = httpx.post(f"http://127.0.0.1:{port}/v1/placement", json=body, timeout=10)
-                status = r.status_code
-                if status == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        assert status == 200, status
-        assert r.json()["model_id"] == ids[0]
-        assert not math.isnan(r.json()["decision_time_ms"])
+        first = wait_until(lambda: answer(port, body), "the deployed app", timeout=120)
+        assert first["model_id"] == ids[0]
+        assert not math.isnan(first["decision_time_ms"])
+        assert registry_cli.main(["--registry", str(reg.path), "promote", ids[1],
+                                  "--rollout", ray_head]) == 0
+        wait_until(lambda: (a := answer(port, body)) and a["model_id"] == ids[1],
+                   "the promoted model to answer", timeout=120)
+        m = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()
+        assert m["reference"] == "production" and m["model_id"] == ids[1]
+        assert m["last_rollout"] == {**m["last_rollout"], "state": "ok", "model_id": ids[1]}
+        assert registry_cli.main(["--registry", str(reg.path), "promote", ids[0],
+                                  "--rollout", ray_head, "--app", "nope"]) == 3
     finally:
         subprocess.run([serve_cli, "shutdown", "--address", ray_head, "-y"], env=env,
                        capture_output=True, timeout=120)
