@@ -357,3 +357,20 @@ def test_serve_reads_the_shared_volume_read_only():
             for m in c.get("volumeMounts", []):
                 if m["name"] in pvcs:
                     assert m.get("readOnly") is True, (where, m)
+
+
+def test_serve_configs_shed_a_flood_and_time_out():
+    """Both Serve configs bound the queue at each proxy (503 beyond it) and the time a
+    request may take (408), with the same values."""
+    local = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    service = next(d for _, _, d in DOCS if d["kind"] == "RayService")
+    embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
+    limits = []
+    for config in (local, embedded):
+        deployment = config["applications"][0]["deployments"][0]
+        queued, timeout = deployment.get("max_queued_requests"), config["http_options"].get(
+            "request_timeout_s")
+        assert isinstance(queued, int) and queued > 0, queued
+        assert isinstance(timeout, (int, float)) and 0 < timeout <= 60, timeout
+        limits.append((queued, timeout, deployment["max_ongoing_requests"]))
+    assert limits[0] == limits[1]

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from lwmecps_rllib.algorithms.inference import greedy_actions, load_module
 from lwmecps_rllib.envs import make_env
 from lwmecps_rllib.model_registry import ModelRegistry
-from lwmecps_rllib.serving import app_builder, request_from_env
+from lwmecps_rllib.serving import request_from_env
 from lwmecps_rllib.spec import TrainingSpec
 from lwmecps_rllib.train import save_atomic, train
 
@@ -51,6 +51,41 @@ def models(ray_session, tmp_path_factory):
     return reg, ids
 
 
+def app_config(reg: ModelRegistry, user_config: dict | None = None, name: str = "lwmecps",
+               route_prefix: str = "/", **options) -> dict:
+    """One application of a Serve config file (as in serve/config.yaml) on `reg`."""
+    deployment = {"name": "PlacementService", "ray_actor_options": {"num_cpus": 1}, **options}
+    if user_config is not None:
+        deployment["user_config"] = user_config
+    return {"name": name, "route_prefix": route_prefix,
+            "import_path": "lwmecps_rllib.serving:app_builder",
+            "args": {"model": "production", "registry": str(reg.path)},
+            "deployments": [deployment]}
+
+
+def deploy(*apps: dict) -> None:
+    """Apply a Serve config holding `apps` to the running Serve instance, as `serve deploy`
+    and KubeRay do: a change of user_config alone is rolled out in place (`reconfigure`
+    on the running replicas). Returns once the controller accepted it."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(
+        {"applications": list(apps)}))
+
+
+def wait_until(check, what: str, timeout: float = 120.0):
+    """Poll `check()` until it returns a true value (returned); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            got = check()
+            if got:
+                return got
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
 @pytest.fixture(scope="module")
 def server(models):
     from ray import serve
@@ -58,12 +93,19 @@ def server(models):
     reg, _ids = models
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app_builder({"model": "production", "registry": str(reg.path)}),
-              name="lwmecps", route_prefix="/")
+    deploy(app_config(reg))
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    wait_until(lambda: client.get("/healthz").status_code == 200, "the app to answer")
     yield client
     client.close()
     serve.shutdown()
+
+
+def rolled_out(server: httpx.Client, before: dict) -> dict:
+    """`GET /v1/model` once one more rollout than in `before` was done (ok or failed)."""
+    total = sum(before["rollouts"].values())
+    return wait_until(lambda: (m := server.get("/v1/model").json())
+                      and sum(m["rollouts"].values()) > total and m, "the rollout")
 
 
 def states(n: int, seed: int = 0) -> tuple[list[dict], np.ndarray]:
@@ -103,6 +145,8 @@ def test_model_health_and_openapi(server, models):
     m = server.get("/v1/model").json()
     assert m["model_id"] == ids[0] and m["algorithm"] == "lwmecps-ppo"
     assert m["scenario"] == "testbed-4bs" and m["stage"] == "production"
+    assert m["reference"] == "production", m
+    assert m["last_rollout"]["state"] == "ok" and m["last_rollout"]["model_id"] == ids[0]
     assert Path(m["checkpoint"]) == reg.checkpoint_path(ids[0])
     assert server.get("/healthz").json() == {"status": "ok", "model_id": ids[0]}
     spec = server.get("/openapi.json").json()
@@ -177,6 +221,76 @@ def test_malformed_and_oversize_bodies(server):
     assert server.get("/healthz").status_code == 200
 
 
+def send_chunked(base_url: str, chunk: int, limit: int, timeout: float = 30.0
+                 ) -> tuple[int, int, bytes]:
+    """POST a chunked body (no Content-Length) one chunk at a time, pulling the next chunk
+    only while no answer came and at most `limit` bytes were sent; then wait for the
+    answer without ending the body. Returns (status, bytes sent, response head)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base_url)
+    sent = 0
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        sock.sendall(b"POST /v1/placement HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while sent <= limit and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(b"%x\r\n" % chunk + b" " * chunk + b"\r\n")
+            sent += chunk
+        head = b""
+        while b"\r\n" not in head:
+            data = sock.recv(4096)  # times out (socket timeout) if no answer comes
+            if not data:
+                break
+            head += data
+    return int(head.split(b" ")[1]), sent, head
+
+
+def test_a_chunked_oversize_body_is_refused_before_it_ends(server):
+    chunk, limit = 65536, 1 << 20
+    status, sent, head = send_chunked(str(server.base_url), chunk, limit)
+    assert status == 413, head
+    assert sent <= limit + chunk
+    assert server.get("/healthz").status_code == 200
+
+
+def test_a_flood_is_shed_with_fast_503s_and_serving_goes_on(server, models):
+    """A deployment with room for 1 request in flight and 1 queued: 16 slow requests at
+    once get 503s at once; afterwards the app answers as before."""
+    import asyncio
+
+    reg, _ids = models
+    current = server.get("/v1/model").json()["last_rollout"]["reference"]
+    main = app_config(reg, {"model": current})
+    deploy(main, app_config(reg, name="flood", route_prefix="/flood", max_ongoing_requests=1,
+                            max_queued_requests=1, ray_actor_options={"num_cpus": 0}))
+    wait_until(lambda: server.get("/flood/healthz").status_code == 200, "the flood app")
+    body = {"clusters": [good_body()] * 1024}
+
+    async def one(client: httpx.AsyncClient) -> tuple[int, float]:
+        t0 = time.monotonic()
+        r = await client.post("/flood/v1/placement:batch", json=body)
+        return r.status_code, time.monotonic() - t0
+
+    async def flood_it() -> list[tuple[int, float]]:
+        async with httpx.AsyncClient(base_url=str(server.base_url), timeout=60) as client:
+            return await asyncio.gather(*(one(client) for _ in range(16)))
+
+    try:
+        results = asyncio.run(flood_it())
+        codes = [c for c, _ in results]
+        assert set(codes) <= {200, 503} and codes.count(200) >= 1, codes
+        assert codes.count(503) >= 8, codes
+        slowest_ok = max(t for c, t in results if c == 200)
+        assert all(t < slowest_ok for c, t in results if c == 503), results
+        after = server.post("/flood/v1/placement", json=good_body())
+        assert after.status_code == 200, after.text
+    finally:
+        deploy(main)
+    assert server.get("/healthz").status_code == 200
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6)
     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
@@ -218,8 +332,6 @@ def test_fuzzed_bodies_never_get_a_5xx(server, data):
 
 
 def test_rollout_without_dropped_requests(server, models):
-    from ray import serve
-
     reg, ids = models
     body = good_body()
     seen: list[tuple[int, str]] = []
@@ -235,8 +347,7 @@ def test_rollout_without_dropped_requests(server, models):
     for w in workers:
         w.start()
     time.sleep(1.0)
-    app = app_builder({"model": "production", "registry": str(reg.path)})
-    serve.run(_with_user_config(app, {"model": ids[1]}), name="lwmecps", route_prefix="/")
+    deploy(app_config(reg, {"model": ids[1]}))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any(m == ids[1] for _, m in seen[-5:]):
         time.sleep(0.2)
@@ -250,13 +361,66 @@ def test_rollout_without_dropped_requests(server, models):
     assert server.get("/v1/model").json()["model_id"] == ids[1]
 
 
-def _with_user_config(app, user_config):
-    """The bound app with its deployment's user_config set."""
-    from ray.serve.deployment import Application
+def bad_models(reg: ModelRegistry, ids: list[str], folder: Path) -> dict[str, str]:
+    """References that cannot be rolled out: an unknown id, a registered model whose
+    checkpoint changed, a checkpoint folder that holds no model, and a model of another
+    scenario (one the module could take: same cluster, same observation size)."""
+    import shutil
 
-    assert isinstance(app, Application)
-    d = app._bound_deployment
-    return d.options(user_config=user_config).bind(*d.init_args, **d.init_kwargs)
+    source = reg.checkpoint_path(ids[1])
+    corrupt = reg.register(source, algorithm="lwmecps-ppo", env="LWMECPSEnv3",
+                           scenario="testbed-4bs")
+    for f in Path(corrupt.checkpoint).rglob("module_state*"):
+        f.write_bytes(b"not a model")
+    garbage = folder / "garbage"
+    shutil.copytree(source, garbage)
+    for f in garbage.rglob("module_state*"):
+        f.write_bytes(b"not a model")
+    other = reg.register(source, algorithm="lwmecps-ppo", env="LWMECPSEnv3",
+                         scenario="testbed-4bs-peak")
+    return {"missing id": "ppo-20000101-000000-000000", "corrupt checkpoint": corrupt.id,
+            "not a model": str(garbage), "wrong scenario": other.id}
+
+
+def test_failed_rollouts_keep_serving_the_old_model(server, models, tmp_path):
+    reg, ids = models
+    before = server.get("/v1/model").json()
+    old = before["model_id"]
+    body = good_body()
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=str(server.base_url), timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/v1/placement", json=body)
+                    seen.append((r.status_code, r.json().get("model_id", "")))
+                except httpx.HTTPError as exc:
+                    seen.append((0, repr(exc)))
+
+    workers = [threading.Thread(target=hammer) for _ in range(2)]
+    for w in workers:
+        w.start()
+    reports = {}
+    try:
+        m = before
+        for what, ref in bad_models(reg, ids, tmp_path).items():
+            deploy(app_config(reg, {"model": ref}))
+            m = rolled_out(server, m)
+            assert m["model_id"] == old, (what, m)
+            reports[what] = m["last_rollout"]
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+    assert seen and all(s == (200, old) for s in seen), [s for s in seen if s != (200, old)][:5]
+    for what, report in reports.items():
+        assert report["state"] == "failed" and report["error"], (what, report)
+    assert "checksum" in reports["corrupt checkpoint"]["error"]
+    assert "testbed-4bs-peak" in reports["wrong scenario"]["error"]
+    m = server.get("/v1/model").json()
+    assert m["rollouts"]["failed"] == before["rollouts"]["failed"] + 4
 
 
 def serve_config(folder: Path, reg: ModelRegistry, model_id: str,
@@ -275,9 +439,23 @@ def serve_config(folder: Path, reg: ModelRegistry, model_id: str,
     return path, port
 
 
-def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_path):
+def answer(port: int, body: dict) -> dict | None:
+    """The app's answer to `body` when it is a 200, else None."""
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/placement", json=body, timeout=10)
+    return r.json() if r.status_code == 200 else None
+
+
+def test_serve_deploy_and_promote_rollout_on_a_real_head(ray_head, models, tmp_path):
+    """`serve deploy` of the config file serving `production`, then `models promote ID
+    --rollout DASHBOARD`: the running app resolves the stage anew to the promoted id."""
+    import shutil
+
+    from lwmecps_rllib.model_registry import __main__ as registry_cli
+
     reg, ids = models
-    path, port = serve_config(tmp_path, reg, ids[0], num_cpus=0.5)
+    reg = ModelRegistry(shutil.copy(reg.path, tmp_path / "registry.sqlite"))
+    reg.promote(ids[0])
+    path, port = serve_config(tmp_path, reg, "production", num_cpus=0.5)
     env = {"RAY_AUTH_MODE": "disabled", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
     serve_cli = str(Path(sys.executable).parent / "serve")
     out = subprocess.run([serve_cli, "deploy", str(path), "--address", ray_head],
@@ -285,20 +463,18 @@ def test_serve_deploy_of_the_config_file_on_a_real_head(ray_head, models, tmp_pa
     assert out.returncode == 0, out.stderr
     try:
         body = good_body()
-        deadline = time.monotonic() + 120
-        status = None
-        while time.monotonic() < deadline:
-            try:
-                r = httpx.post(f"http://127.0.0.1:{port}/v1/placement", json=body, timeout=10)
-                status = r.status_code
-                if status == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        assert status == 200, status
-        assert r.json()["model_id"] == ids[0]
-        assert not math.isnan(r.json()["decision_time_ms"])
+        first = wait_until(lambda: answer(port, body), "the deployed app", timeout=120)
+        assert first["model_id"] == ids[0]
+        assert not math.isnan(first["decision_time_ms"])
+        assert registry_cli.main(["--registry", str(reg.path), "promote", ids[1],
+                                  "--rollout", ray_head]) == 0
+        wait_until(lambda: (a := answer(port, body)) and a["model_id"] == ids[1],
+                   "the promoted model to answer", timeout=120)
+        m = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()
+        assert m["reference"] == "production" and m["model_id"] == ids[1]
+        assert m["last_rollout"] == {**m["last_rollout"], "state": "ok", "model_id": ids[1]}
+        assert registry_cli.main(["--registry", str(reg.path), "promote", ids[0],
+                                  "--rollout", ray_head, "--app", "nope"]) == 3
     finally:
         subprocess.run([serve_cli, "shutdown", "--address", ray_head, "-y"], env=env,
                        capture_output=True, timeout=120)

@@ -2,12 +2,14 @@
 
     python -m lwmecps_rllib.model_registry list [--stage production] [--env LWMECPSEnv3]
     python -m lwmecps_rllib.model_registry show MODEL_ID|STAGE
-    python -m lwmecps_rllib.model_registry promote MODEL_ID
+    python -m lwmecps_rllib.model_registry promote MODEL_ID [--rollout DASHBOARD_URL]
     python -m lwmecps_rllib.model_registry archive MODEL_ID
     python -m lwmecps_rllib.model_registry register CHECKPOINT --algo ppo --env LWMECPSEnv3 \\
         --scenario testbed-4bs
 
-`--registry PATH` (or `$LWMECPS_REGISTRY`) picks the SQLite file.
+`--registry PATH` (or `$LWMECPS_REGISTRY`) picks the SQLite file. `promote --rollout URL`
+then rolls the production model out to the running Serve app through that Ray
+dashboard (:func:`lwmecps_rllib.serving.rollout.roll_out`).
 """
 
 from __future__ import annotations
@@ -48,12 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("promote", "archive"):
         sp = sub.add_parser(name, help=f"{name} a model")
         sp.add_argument("model_id")
+    promote = sub.choices["promote"]
+    promote.add_argument("--rollout", metavar="DASHBOARD_URL", default=None,
+                         help="then roll `production` out to the running Serve app through "
+                              "this Ray dashboard (http://127.0.0.1:8265)")
+    promote.add_argument("--app", default="lwmecps", help="Serve application (lwmecps)")
     reg = sub.add_parser("register", help="register a checkpoint as a candidate")
     reg.add_argument("checkpoint")
     reg.add_argument("--algo", required=True)
     reg.add_argument("--env", required=True)
     reg.add_argument("--scenario", required=True)
     return p
+
+
+def _roll_out(dashboard: str, model_id: str, app: str) -> int:
+    """Roll the production model out to a running Serve app; the exit code."""
+    from lwmecps_rllib.serving.rollout import RolloutError, roll_out
+
+    try:
+        user_config = roll_out(dashboard, model_id, app=app)
+    except RolloutError as exc:
+        print(f"error: {model_id} is production but was not rolled out: {exc}",
+              file=sys.stderr)
+        return 3
+    print(f"rolled out to {app} at {dashboard}: user_config {json.dumps(user_config)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                              indent=2))
         elif args.command == "promote":
             print(f"{registry.promote(args.model_id).id}: production")
+            if args.rollout:
+                return _roll_out(args.rollout, args.model_id, args.app)
         elif args.command == "archive":
             print(f"{registry.archive(args.model_id).id}: archived")
         elif args.command == "register":

@@ -151,6 +151,11 @@ class PlacementPolicy:
         path, rec = resolve(model, registry)
         if rec is None:
             return cls.from_checkpoint(path, env or "LWMECPSEnv3", scenario or "testbed-4bs")
+        return cls.from_record(path, rec)
+
+    @classmethod
+    def from_record(cls, path: str | Path, rec: Any) -> PlacementPolicy:
+        """A policy from a registry record and its verified checkpoint folder."""
         info = {"algorithm": rec.algorithm, "stage": rec.stage, "metrics": rec.metrics,
                 "config": rec.config, "created_at": rec.created_at}
         return cls.from_checkpoint(path, rec.env, rec.scenario, rec.id, info)

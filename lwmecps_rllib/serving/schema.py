@@ -124,8 +124,25 @@ class ServeArgs(Spec):
                                                    "$LWMECPS_REGISTRY or "
                                                    "runs/models/registry.sqlite).")
     env: Literal["LWMECPSEnv", "LWMECPSEnv2", "LWMECPSEnv3"] = Field(
-        "LWMECPSEnv3", description="Env of a bare checkpoint folder.")
-    scenario: str = Field("testbed-4bs", description="Scenario of a bare checkpoint folder.")
+        "LWMECPSEnv3", description="The app's env: a registry model of another env is "
+                                   "refused; a bare checkpoint folder is taken as this env's.")
+    scenario: str = Field("testbed-4bs", description="The app's scenario (as `env`).")
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0, description="Largest request body.")
     max_batch_size: int = Field(64, ge=1, description="Requests per forward pass.")
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="Wait for a fuller batch.")
+
+
+class RolloutConfig(Spec):
+    """The deployment's `user_config` (what a rollout changes in place); errors name the
+    key as `user_config.<key>`."""
+
+    error_prefix: ClassVar[str] = "user_config"
+    model: str | None = Field(None, description="Model reference to serve: a registry model "
+                                                "id, a stage (`production`, `candidate`) or "
+                                                "a checkpoint folder (default: args.model).")
+    revision: str | None = Field(None, description="Any label; changing it makes Serve roll "
+                                                   "out again, so a stage is resolved anew "
+                                                   "(e.g. the id just promoted).")
+    max_batch_size: int | None = Field(None, ge=1, description="Requests per forward pass.")
+    batch_wait_timeout_s: float | None = Field(None, ge=0,
+                                               description="Wait for a fuller batch.")
