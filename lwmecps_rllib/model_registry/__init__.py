@@ -48,7 +48,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -276,28 +275,31 @@ class ModelRegistry:
         """Create the tables, or migrate an older schema, under the write lock."""
         if self._schema_version(conn) == SCHEMA_VERSION:
             return
-        with self._store.transaction(conn):
-            version = self._schema_version(conn)
-            if version > SCHEMA_VERSION:
-                raise RegistryError(f"registry {self._store.name!r} has schema {version}, "
-                                    f"newer than this version's {SCHEMA_VERSION}: upgrade")
-            if version == SCHEMA_VERSION:
-                return
-            if version == 1 and self.path is None:
-                raise RegistryError(f"database {self._store.name!r} has a table 'models' that "
-                                    f"is not a model registry's (no registry_meta)")
-            if version == 1:
-                try:
-                    self._migrate_from_1(conn)
-                except (OSError, sqlite3.Error) as exc:
-                    raise RegistryError(f"registry {self._store.name!r} has schema 1 and must "
-                                        f"be migrated to {SCHEMA_VERSION}, which failed "
-                                        f"(write access needed): {exc}") from exc
-            for statement in _SCHEMA:
-                conn.run(statement)
-            conn.run("INSERT INTO registry_meta (name, value) VALUES ('schema_version', ?) "
-                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                     (str(SCHEMA_VERSION),))
+        try:
+            with self._store.transaction(conn):
+                self._upgrade(conn, self._schema_version(conn))
+        except (StoreError, OSError, *self._store.errors) as exc:
+            raise RegistryError(f"registry {self._store.name!r} needs its tables created or "
+                                f"migrated to schema {SCHEMA_VERSION}, which failed (open it "
+                                f"once with write access): {exc}") from exc
+
+    def _upgrade(self, conn: Connection, version: int) -> None:
+        """From schema `version` to the current one, inside the schema transaction."""
+        if version > SCHEMA_VERSION:
+            raise RegistryError(f"registry {self._store.name!r} has schema {version}, newer "
+                                f"than this version's {SCHEMA_VERSION}: upgrade lwmecps_rllib")
+        if version == SCHEMA_VERSION:
+            return
+        if version == 1 and self.path is None:
+            raise RegistryError(f"database {self._store.name!r} has a table 'models' that is "
+                                f"not a model registry's (no registry_meta)")
+        if version == 1:
+            self._migrate_from_1(conn)
+        for statement in _SCHEMA:
+            conn.run(statement)
+        conn.run("INSERT INTO registry_meta (name, value) VALUES ('schema_version', ?) "
+                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                 (str(SCHEMA_VERSION),))
 
     def _migrate_from_1(self, conn: Connection) -> None:
         """Schema 1 to 2: one production model per env+scenario, relative paths, manifests."""

@@ -76,6 +76,8 @@ class Store(ABC):
 
     #: The store's location for messages (a path, or a URL without its password).
     name: str
+    #: The exceptions its driver raises.
+    errors: tuple[type[Exception], ...]
 
     @abstractmethod
     def exists(self) -> bool:
@@ -104,6 +106,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(self.path)
+        self.errors = (sqlite3.Error,)
 
     def exists(self) -> bool:
         """Whether the file exists."""
@@ -153,12 +156,13 @@ class PostgresStore(Store):
 
     def __init__(self, url: str) -> None:
         try:
-            import psycopg  # noqa: F401
+            import psycopg
         except ImportError as exc:
             raise StoreError("a PostgreSQL registry needs psycopg 3: pip install "
                              "'lwmecps_rllib[postgres]'") from exc
         self.url = url
         self.name = redact(url)
+        self.errors = (psycopg.Error,)
 
     def exists(self) -> bool:
         """Always True: only the server knows."""

@@ -13,7 +13,6 @@ anything else.
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -207,14 +206,10 @@ def app_builder(args: dict[str, Any] | ServeArgs) -> Any:
     A relative registry or checkpoint path is resolved against the current folder here,
     where `serve run` / the builder runs, so replicas find it wherever they start.
     """
-    a = ServeArgs.parse(args)
-    registry = a.registry or os.environ.get("LWMECPS_REGISTRY")
-    if registry:
-        a = a.model_copy(update={"registry": str(Path(registry).resolve())})
-    else:
-        from lwmecps_rllib.model_registry import default_registry_path
+    from lwmecps_rllib.model_registry import registry_location
 
-        a = a.model_copy(update={"registry": str(default_registry_path().resolve())})
+    a = ServeArgs.parse(args)
+    a = a.model_copy(update={"registry": registry_location(a.registry or None)})
     if Path(a.model).is_dir():
         a = a.model_copy(update={"model": str(Path(a.model).resolve())})
     return _deployment().bind(a.model_dump())
