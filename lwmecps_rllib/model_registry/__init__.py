@@ -43,10 +43,8 @@ of intact checkpoints are recomputed in the manifest form.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -56,6 +54,15 @@ from pathlib import Path
 from typing import Any
 
 from lwmecps_rllib import atomic
+from lwmecps_rllib.model_registry.integrity import (
+    ALGORITHM_PATTERN,
+    MODEL_ID_PATTERN,
+    RegistryError,
+    check_name,
+    checkpoint_checksum,
+    checkpoint_manifest,
+)
+from lwmecps_rllib.model_registry.schema import SCHEMA_VERSION, ensure_schema, inside_root
 from lwmecps_rllib.model_registry.store import (
     Connection,
     Store,
@@ -65,43 +72,19 @@ from lwmecps_rllib.model_registry.store import (
 )
 from lwmecps_rllib.spec import ENV_OPTIONS_FILE
 
+__all__ = ["ALGORITHM_PATTERN", "ARTIFACTS_ENV", "DEFAULT_PATH", "MODEL_ID_PATTERN",
+           "SCHEMA_VERSION", "STAGES", "ModelRecord", "ModelRegistry", "RegistryError",
+           "check_name", "checkpoint_checksum", "checkpoint_manifest", "default_registry_path",
+           "registry_location", "resolve"]
+
 #: Stages a model can be in.
 STAGES = ("candidate", "production", "archived")
 #: Where the registry lives unless a location is given (overridden by `LWMECPS_REGISTRY`).
 DEFAULT_PATH = Path("runs") / "models" / "registry.sqlite"
 #: Environment variable naming the artifact root of a PostgreSQL registry.
 ARTIFACTS_ENV = "LWMECPS_REGISTRY_ARTIFACTS"
-#: Allowed model ids: letters, digits, `.`, `_`, `-`; a letter or digit first; 128 at most.
-MODEL_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-#: Allowed algorithm names (the first part of a model id): as model ids, 64 at most.
-ALGORITHM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-#: Version of the tables below; 1 is the first schema, without `registry_meta`.
-SCHEMA_VERSION = 2
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS models (
-        id TEXT PRIMARY KEY,
-        algorithm TEXT NOT NULL,
-        env TEXT NOT NULL,
-        scenario TEXT NOT NULL,
-        config TEXT NOT NULL,
-        metrics TEXT NOT NULL,
-        checkpoint TEXT NOT NULL,
-        checksum TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        stage TEXT NOT NULL CHECK (stage IN ('candidate', 'production', 'archived'))
-    )""",
-    "CREATE INDEX IF NOT EXISTS models_stage ON models (stage, env, scenario)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS models_one_production ON models (env, scenario) "
-    "WHERE stage = 'production'",
-    "CREATE TABLE IF NOT EXISTS registry_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
 _COLUMNS = ("id", "algorithm", "env", "scenario", "config", "metrics", "checkpoint",
             "checksum", "created_at", "stage")
-
-
-class RegistryError(Exception):
-    """A registry operation that cannot be done (unknown model, bad stage, bad checkpoint)."""
 
 
 @dataclass(frozen=True)
@@ -132,64 +115,6 @@ class ModelRecord:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
-
-
-def check_name(name: str, value: Any, pattern: str) -> str:
-    """`value` when it is a string matching `pattern` in full.
-
-    Raises:
-        RegistryError: naming the field and the allowed pattern.
-    """
-    if not isinstance(value, str) or re.fullmatch(pattern, value) is None:
-        raise RegistryError(f"{name} must match {pattern} (letters, digits, '.', '_', '-', "
-                            f"starting with a letter or digit), got {value!r}")
-    return value
-
-
-def _files(root: Path) -> list[tuple[str, Path]]:
-    """Every file under `root` as (relative POSIX path, path), sorted by relative path."""
-    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def checkpoint_manifest(path: str | Path) -> list[tuple[str, int, str]]:
-    """(relative POSIX path, size in bytes, SHA-256) of every file under `path`, sorted.
-
-    Raises:
-        RegistryError: when `path` holds no files.
-    """
-    root = Path(path)
-    files = _files(root)
-    if not files:
-        raise RegistryError(f"checkpoint {str(root)!r} holds no files")
-    return [(rel, p.stat().st_size, _sha256(p)) for rel, p in files]
-
-
-def checkpoint_checksum(path: str | Path) -> str:
-    """SHA-256 of the checkpoint's manifest (:func:`checkpoint_manifest`) as compact JSON.
-
-    Each file is one (path, size, digest) entry, so no two different sets of files
-    share a manifest: moving bytes from one file's content into another's name changes it.
-    """
-    manifest = json.dumps(checkpoint_manifest(path), separators=(",", ":"))
-    return hashlib.sha256(manifest.encode()).hexdigest()
-
-
-def _legacy_checksum(path: Path) -> str:
-    """The checksum of schema 1 (names and contents concatenated), for migration only."""
-    h = hashlib.sha256()
-    for rel, p in _files(path):
-        h.update(rel.encode())
-        h.update(b"\0")
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def default_registry_path() -> Path:
@@ -253,7 +178,7 @@ class ModelRegistry:
         try:
             with self._store.connect() as conn:
                 if not self._schema_ready:
-                    self._ensure_schema(conn)
+                    ensure_schema(self._store, conn, self.root)
                     self._schema_ready = True
                 yield conn
         except StoreError as exc:
@@ -264,69 +189,7 @@ class ModelRegistry:
         with self._connect() as conn, self._store.transaction(conn):
             yield conn
 
-    def _schema_version(self, conn: Connection) -> int:
-        if self._store.table_exists(conn, "registry_meta"):
-            row = conn.one("SELECT value FROM registry_meta WHERE name = 'schema_version'")
-            if row is not None:
-                return int(row["value"])
-        return 1 if self._store.table_exists(conn, "models") else 0
-
-    def _ensure_schema(self, conn: Connection) -> None:
-        """Create the tables, or migrate an older schema, under the write lock."""
-        if self._schema_version(conn) == SCHEMA_VERSION:
-            return
-        try:
-            with self._store.transaction(conn):
-                self._upgrade(conn, self._schema_version(conn))
-        except (StoreError, OSError, *self._store.errors) as exc:
-            raise RegistryError(f"registry {self._store.name!r} needs its tables created or "
-                                f"migrated to schema {SCHEMA_VERSION}, which failed (open it "
-                                f"once with write access): {exc}") from exc
-
-    def _upgrade(self, conn: Connection, version: int) -> None:
-        """From schema `version` to the current one, inside the schema transaction."""
-        if version > SCHEMA_VERSION:
-            raise RegistryError(f"registry {self._store.name!r} has schema {version}, newer "
-                                f"than this version's {SCHEMA_VERSION}: upgrade lwmecps_rllib")
-        if version == SCHEMA_VERSION:
-            return
-        if version == 1 and self.path is None:
-            raise RegistryError(f"database {self._store.name!r} has a table 'models' that is "
-                                f"not a model registry's (no registry_meta)")
-        if version == 1:
-            self._migrate_from_1(conn)
-        for statement in _SCHEMA:
-            conn.run(statement)
-        conn.run("INSERT INTO registry_meta (name, value) VALUES ('schema_version', ?) "
-                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                 (str(SCHEMA_VERSION),))
-
-    def _migrate_from_1(self, conn: Connection) -> None:
-        """Schema 1 to 2: one production model per env+scenario, relative paths, manifests."""
-        kept: set[tuple[str, str]] = set()
-        for row in conn.all("SELECT id, env, scenario FROM models WHERE stage = 'production' "
-                            "ORDER BY created_at DESC, id DESC"):
-            if (row["env"], row["scenario"]) in kept:
-                conn.run("UPDATE models SET stage = 'archived' WHERE id = ?", (row["id"],))
-            kept.add((row["env"], row["scenario"]))
-        for row in conn.all("SELECT id, checkpoint, checksum FROM models"):
-            path = Path(row["checkpoint"])
-            if not self._inside_root(path):
-                continue
-            checksum = row["checksum"]
-            if path.is_dir() and _files(path) and _legacy_checksum(path) == checksum:
-                checksum = checkpoint_checksum(path)
-            conn.run("UPDATE models SET checkpoint = ?, checksum = ? WHERE id = ?",
-                     (path.resolve().relative_to(self.root.resolve()).as_posix(), checksum,
-                      row["id"]))
-
     # -- paths
-
-    def _inside_root(self, path: str | Path) -> bool:
-        """Whether `path` is a folder name strictly below the artifact root."""
-        root = self.root.resolve()
-        resolved = Path(path).resolve()
-        return resolved != root and resolved.is_relative_to(root)
 
     def _record(self, row: dict[str, Any]) -> ModelRecord:
         d = dict(row)
@@ -374,7 +237,7 @@ class ModelRegistry:
         now = dt.datetime.now(dt.timezone.utc)
         model_id = self._new_id(algorithm, now)
         dest = (self.root / model_id).resolve()
-        if not self._inside_root(dest):
+        if not inside_root(self.root, dest):
             raise RegistryError(f"checkpoint folder {str(dest)!r} is outside the artifact "
                                 f"root {str(self.root)!r}")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -496,7 +359,7 @@ class ModelRegistry:
     def verify(self, record: ModelRecord) -> str:
         """`ok`, `missing`, `corrupt (...)` or `outside the artifact root (...)`."""
         path = Path(record.checkpoint)
-        if not self._inside_root(path):
+        if not inside_root(self.root, path):
             return f"outside the artifact root ({self.root!s})"
         if not path.is_dir():
             return "missing"
