@@ -457,3 +457,30 @@ def test_registry_of_the_first_schema_is_migrated(tmp_path):
     again.promote(old)
     assert {r.id: r.stage for r in again.list(stage="production")} == {old: "production",
                                                                         metro: "production"}
+
+
+def test_a_reader_without_write_access(pg_database, tmp_path):
+    """A role that may only read: an empty database is a clear error, a registry works."""
+    import psycopg
+
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    reader_url = pg_database.replace("postgres@", f"{role}@", 1)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        artifacts = tmp_path / "checkpoints"
+        with pytest.raises(RegistryError, match=r"needs its tables created or migrated to "
+                                                r"schema 2, which failed .*permission denied"):
+            ModelRegistry(reader_url, artifacts=artifacts).list()
+        writer = ModelRegistry(pg_database, artifacts=artifacts)
+        model_id = register(writer, tmp_path, "a", stage="production")
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        reader = ModelRegistry(reader_url, artifacts=artifacts)
+        assert reader.checkpoint_path("production", scenario="testbed-4bs").name == model_id
+        with pytest.raises(RegistryError, match="permission denied"):
+            reader.archive(model_id)
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            conn.execute(f"DROP ROLE {role}")

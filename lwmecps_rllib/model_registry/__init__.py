@@ -183,6 +183,8 @@ class ModelRegistry:
                 yield conn
         except StoreError as exc:
             raise RegistryError(str(exc)) from exc
+        except self._store.errors as exc:
+            raise RegistryError(f"registry {self._store.name!r}: {exc}") from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
