@@ -191,7 +191,7 @@ class ModelRegistry:
         with self._connect() as conn, self._store.transaction(conn):
             yield conn
 
-    # -- paths
+    # -- records
 
     def _record(self, row: dict[str, Any]) -> ModelRecord:
         d = dict(row)
