@@ -63,7 +63,7 @@ def model_policies(refs: list[str], env_name: str, options: EnvOptions,
     cls = env_class(env_name)
     out: dict[str, Policy] = {}
     for ref in refs:
-        path, record = resolve(ref, registry)
+        path, record = resolve(ref, registry, env=env_name, scenario=options.scenario_name)
         name = f"checkpoint:{path.name}" if record is None else record.id
         if record is not None and record.env != env_name:
             raise ValueError(f"--model {ref!r} ({record.id}) was trained on {record.env}, "

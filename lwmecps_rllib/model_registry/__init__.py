@@ -1,12 +1,27 @@
-"""The model registry: trained checkpoints with their provenance, on SQLite.
+"""The model registry: trained checkpoints with their provenance.
 
 Its command line is `python -m lwmecps_rllib.model_registry`.
 
 Each model has an id, the algorithm, env and scenario it was trained for, its config and
-metrics, the checkpoint (copied into the registry's folder, so the sweep that made it can
-be deleted), a checksum of the checkpoint's files, the time it was registered, and a
-stage: `candidate` when registered, `production` once promoted (promoting a model
-archives the previous production model of the same env and scenario), or `archived`.
+metrics, the checkpoint (copied into the registry's artifact root, so the sweep that made
+it can be deleted), a checksum of the checkpoint's files, the time it was registered,
+and a stage: `candidate` when registered, `production` once promoted, or `archived`.
+An env and scenario have at most one production model (a unique index says so):
+promoting a model, or registering one as `production`, archives the previous production
+model of the same env and scenario in the same transaction.
+
+Where it lives is its location (`ModelRegistry(location)`, `--registry`,
+`$LWMECPS_REGISTRY`):
+
+- an **SQLite file** (the default, `runs/models/registry.sqlite`) for one machine, with
+  the checkpoints in `checkpoints/` beside it;
+- a **PostgreSQL URL** (`postgresql://user@host/db`) for a cluster, with the checkpoints
+  in an artifact root folder every reader mounts (`artifacts=`, `--artifacts`,
+  `$LWMECPS_REGISTRY_ARTIFACTS`).
+
+A record keeps its checkpoint's path relative to the artifact root, so the root may be
+mounted at another path on each machine; a checkpoint path that leads outside the root
+is refused.
 
 Writes are transactions: the checkpoint is copied under a temporary name and renamed
 only once complete, the row is inserted after, and a failed insert removes the copy. A
@@ -17,17 +32,20 @@ checkpoint that went missing or whose files changed is reported as such by
     record = registry.register("runs/ppo/checkpoint", algorithm="lwmecps-ppo",
                                env="LWMECPSEnv3", scenario="testbed-4bs")
     registry.promote(record.id)
-    path = registry.checkpoint_path("production")
+    path = registry.checkpoint_path("production", env="LWMECPSEnv3", scenario="testbed-4bs")
+
+A registry made by an earlier version (SQLite, without the `registry_meta` table) is
+migrated when first opened with write access: duplicate production models are archived
+(the newest stays), checkpoint paths inside the root become relative, and the checksums
+of intact checkpoints are recomputed in the manifest form.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,32 +54,37 @@ from pathlib import Path
 from typing import Any
 
 from lwmecps_rllib import atomic
+from lwmecps_rllib.model_registry.integrity import (
+    ALGORITHM_PATTERN,
+    MODEL_ID_PATTERN,
+    RegistryError,
+    check_name,
+    checkpoint_checksum,
+    checkpoint_manifest,
+)
+from lwmecps_rllib.model_registry.schema import SCHEMA_VERSION, ensure_schema, inside_root
+from lwmecps_rllib.model_registry.store import (
+    Connection,
+    Store,
+    StoreError,
+    is_postgres,
+    open_store,
+)
 from lwmecps_rllib.spec import ENV_OPTIONS_FILE
+
+__all__ = ["ALGORITHM_PATTERN", "ARTIFACTS_ENV", "DEFAULT_PATH", "MODEL_ID_PATTERN",
+           "SCHEMA_VERSION", "STAGES", "ModelRecord", "ModelRegistry", "RegistryError",
+           "check_name", "checkpoint_checksum", "checkpoint_manifest", "default_registry_path",
+           "registry_location", "resolve"]
 
 #: Stages a model can be in.
 STAGES = ("candidate", "production", "archived")
-#: Where the registry lives unless a path is given (overridden by `LWMECPS_REGISTRY`).
+#: Where the registry lives unless a location is given (overridden by `LWMECPS_REGISTRY`).
 DEFAULT_PATH = Path("runs") / "models" / "registry.sqlite"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    id TEXT PRIMARY KEY,
-    algorithm TEXT NOT NULL,
-    env TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    config TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    checkpoint TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    stage TEXT NOT NULL CHECK (stage IN ('candidate', 'production', 'archived'))
-);
-CREATE INDEX IF NOT EXISTS models_stage ON models (stage, env, scenario);
-"""
-
-
-class RegistryError(Exception):
-    """A registry operation that cannot be done (unknown model, bad stage, bad checkpoint)."""
+#: Environment variable naming the artifact root of a PostgreSQL registry.
+ARTIFACTS_ENV = "LWMECPS_REGISTRY_ARTIFACTS"
+_COLUMNS = ("id", "algorithm", "env", "scenario", "config", "metrics", "checkpoint",
+            "checksum", "created_at", "stage")
 
 
 @dataclass(frozen=True)
@@ -77,9 +100,9 @@ class ModelRecord:
     scenario: str
     """Scenario it was trained on (`testbed-4bs`)."""
     checkpoint: str
-    """Absolute path of the algorithm checkpoint (inside the registry folder)."""
+    """Absolute path of the algorithm checkpoint (inside the artifact root)."""
     checksum: str
-    """SHA-256 over the checkpoint's files at registration."""
+    """SHA-256 of the checkpoint's manifest at registration (see `checkpoint_checksum`)."""
     created_at: str
     """UTC time of registration, ISO 8601."""
     stage: str
@@ -94,66 +117,95 @@ class ModelRecord:
         return asdict(self)
 
 
-def checkpoint_checksum(path: str | Path) -> str:
-    """SHA-256 over every file under `path` (relative names and contents, sorted)."""
-    root = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    if not files:
-        raise RegistryError(f"checkpoint {str(root)!r} holds no files")
-    for p in files:
-        h.update(str(p.relative_to(root)).encode())
-        h.update(b"\0")
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def default_registry_path() -> Path:
-    """`$LWMECPS_REGISTRY`, else `runs/models/registry.sqlite`."""
+    """`$LWMECPS_REGISTRY`, else `runs/models/registry.sqlite` (as a path)."""
     return Path(os.environ.get("LWMECPS_REGISTRY", DEFAULT_PATH))
 
 
-class ModelRegistry:
-    """Registered models in an SQLite file; checkpoints in `checkpoints/` beside it.
+def registry_location(location: str | Path | None = None) -> str:
+    """The registry's location made independent of the current folder.
 
     Args:
-        path: The SQLite file (created with its folder on first write).
+        location: A PostgreSQL URL (returned as is) or an SQLite file (made absolute);
+            None: `$LWMECPS_REGISTRY`, else the default file.
+    """
+    loc = location if location is not None else os.environ.get("LWMECPS_REGISTRY",
+                                                               str(DEFAULT_PATH))
+    return str(loc) if is_postgres(loc) else str(Path(loc).resolve())
+
+
+class ModelRegistry:
+    """Registered models in an SQLite file or a PostgreSQL database, checkpoints in a folder.
+
+    Args:
+        location: An SQLite file (created with its folder on first write) or a
+            `postgresql://` URL; None: `$LWMECPS_REGISTRY`, else
+            `runs/models/registry.sqlite`.
+        artifacts: The folder of the checkpoints. Default: `checkpoints/` beside an
+            SQLite file; `$LWMECPS_REGISTRY_ARTIFACTS` for PostgreSQL, where it is required.
+
+    Raises:
+        RegistryError: for a PostgreSQL location without an artifact root, or without
+            psycopg installed.
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_registry_path()
-        self.root = self.path.parent / "checkpoints"
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    def __init__(self, location: str | Path | None = None, *,
+                 artifacts: str | Path | None = None) -> None:
+        loc = location if location is not None else os.environ.get("LWMECPS_REGISTRY",
+                                                                   str(DEFAULT_PATH))
+        self.location = str(loc)
         try:
-            conn.row_factory = sqlite3.Row
-            conn.executescript(_SCHEMA)
-            yield conn
-        finally:
-            conn.close()
+            self._store: Store = open_store(loc)
+        except StoreError as exc:
+            raise RegistryError(str(exc)) from exc
+        self.path: Path | None = None if is_postgres(loc) else Path(loc)
+        """The SQLite file (None for PostgreSQL)."""
+        if artifacts is None and self.path is not None:
+            artifacts = self.path.parent / "checkpoints"
+        artifacts = artifacts if artifacts is not None else os.environ.get(ARTIFACTS_ENV)
+        if not artifacts:
+            raise RegistryError(f"registry {self._store.name!r} needs an artifact root for "
+                                f"its checkpoints: pass artifacts= (--artifacts) or set "
+                                f"${ARTIFACTS_ENV}")
+        self.root = Path(artifacts)
+        """The folder of the checkpoints."""
+        self._schema_ready = False
+
+    # -- connections and schema
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            with self._store.connect() as conn:
+                if not self._schema_ready:
+                    ensure_schema(self._store, conn, self.root)
+                    self._schema_ready = True
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        except StoreError as exc:
+            raise RegistryError(str(exc)) from exc
+        except self._store.errors as exc:
+            raise RegistryError(f"registry {self._store.name!r}: {exc}") from exc
 
-    @staticmethod
-    def _record(row: sqlite3.Row) -> ModelRecord:
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._connect() as conn, self._store.transaction(conn):
+            yield conn
+
+    # -- records
+
+    def _record(self, row: dict[str, Any]) -> ModelRecord:
         d = dict(row)
         d["config"] = json.loads(d["config"])
         d["metrics"] = json.loads(d["metrics"])
+        d["checkpoint"] = str((self.root.resolve() / d["checkpoint"]).resolve())
         return ModelRecord(**d)
+
+    def _new_id(self, algorithm: str, now: dt.datetime) -> str:
+        label = algorithm.removeprefix("lwmecps-")
+        model_id = f"{label}-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        return check_name("model id", model_id, MODEL_ID_PATTERN)
+
+    # -- writes
 
     def register(self, checkpoint: str | Path, *, algorithm: str, env: str, scenario: str,
                  config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
@@ -163,15 +215,21 @@ class ModelRegistry:
 
         `observation`: the env options that shape what the model observes
         (`history`, ...), written beside the checkpoint when it does not record them.
+        A model registered as `production` archives the previous production model of its
+        env and scenario in the same transaction.
 
         Raises:
-            RegistryError: when the checkpoint is missing or holds no RLModule, or the
-                stage is unknown.
+            RegistryError: when the checkpoint is missing or holds no RLModule, the
+                stage is unknown, the algorithm name does not match `ALGORITHM_PATTERN`,
+                or env or scenario is empty.
         """
         from lwmecps_rllib.algorithms.inference import MODULE_SUBDIR
 
-        if stage not in STAGES:
-            raise RegistryError(f"stage must be one of {list(STAGES)}, got {stage!r}")
+        check_name("algorithm", algorithm, ALGORITHM_PATTERN)
+        _check_stage(stage)
+        for name, value in (("env", env), ("scenario", scenario)):
+            if not str(value).strip():
+                raise RegistryError(f"{name} must be a non-empty name, got {value!r}")
         src = Path(checkpoint)
         if not src.is_dir():
             raise RegistryError(f"checkpoint {str(src)!r} does not exist")
@@ -179,10 +237,12 @@ class ModelRegistry:
             raise RegistryError(f"checkpoint {str(src)!r} holds no RLModule "
                                 f"({MODULE_SUBDIR}/module_state.*)")
         now = dt.datetime.now(dt.timezone.utc)
-        label = algorithm.removeprefix("lwmecps-")
-        model_id = f"{label}-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-        self.root.mkdir(parents=True, exist_ok=True)
+        model_id = self._new_id(algorithm, now)
         dest = (self.root / model_id).resolve()
+        if not inside_root(self.root, dest):
+            raise RegistryError(f"checkpoint folder {str(dest)!r} is outside the artifact "
+                                f"root {str(self.root)!r}")
+        self.root.mkdir(parents=True, exist_ok=True)
         checksum = ""
 
         def copy(tmp: Path) -> None:
@@ -198,65 +258,34 @@ class ModelRegistry:
                 id=model_id, algorithm=algorithm, env=env, scenario=str(scenario),
                 checkpoint=str(dest), checksum=checksum, created_at=now.isoformat(),
                 stage=stage, config=dict(config or {}), metrics=dict(metrics or {}))
+            row = {**record.to_dict(), "checkpoint": model_id,
+                   "config": json.dumps(record.config, default=str),
+                   "metrics": json.dumps(record.metrics, default=str)}
             with self._transaction() as conn:
-                conn.execute(
-                    "INSERT INTO models (id, algorithm, env, scenario, config, metrics, "
-                    "checkpoint, checksum, created_at, stage) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (record.id, record.algorithm, record.env, record.scenario,
-                     json.dumps(record.config, default=str),
-                     json.dumps(record.metrics, default=str), record.checkpoint,
-                     record.checksum, record.created_at, record.stage))
+                if stage == "production":
+                    self._archive_production(conn, env, str(scenario))
+                conn.run(f"INSERT INTO models ({', '.join(_COLUMNS)}) "
+                         f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                         [row[c] for c in _COLUMNS])
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
         return record
 
-    def list(self, stage: str | None = None, env: str | None = None,
-             algorithm: str | None = None) -> list[ModelRecord]:
-        """Models, newest first, optionally filtered."""
-        if stage is not None and stage not in STAGES:
-            raise RegistryError(f"stage must be one of {list(STAGES)}, got {stage!r}")
-        if not self.path.exists():
-            return []
-        where, args = [], []
-        for col, val in (("stage", stage), ("env", env), ("algorithm", algorithm)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                args.append(val)
-        sql = "SELECT * FROM models" + (" WHERE " + " AND ".join(where) if where else "")
-        with self._connect() as conn:
-            rows = conn.execute(sql + " ORDER BY created_at DESC, id DESC", args).fetchall()
-        return [self._record(r) for r in rows]
-
-    def get(self, ref: str) -> ModelRecord:
-        """A model by id, or the newest model in a stage (`production`, `candidate`).
-
-        Raises:
-            RegistryError: naming the reference when nothing matches.
-        """
-        if ref in STAGES:
-            models = self.list(stage=ref)
-            if not models:
-                raise RegistryError(f"no model in stage {ref!r} in {str(self.path)!r}")
-            return models[0]
-        if self.path.exists():
-            with self._connect() as conn:
-                row = conn.execute("SELECT * FROM models WHERE id = ?", (ref,)).fetchone()
-            if row is not None:
-                return self._record(row)
-        raise RegistryError(f"model {ref!r} not found in {str(self.path)!r} "
-                            f"(give a model id or a stage: {list(STAGES)})")
+    @staticmethod
+    def _archive_production(conn: Connection, env: str, scenario: str) -> None:
+        conn.run("UPDATE models SET stage = 'archived' WHERE stage = 'production' "
+                 "AND env = ? AND scenario = ?", (env, scenario))
 
     def _set_stage(self, model_id: str, stage: str) -> ModelRecord:
+        check_name("model id", model_id, MODEL_ID_PATTERN)
         with self._transaction() as conn:
-            row = conn.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
+            row = conn.one("SELECT * FROM models WHERE id = ?", (model_id,))
             if row is None:
-                raise RegistryError(f"model {model_id!r} not found in {str(self.path)!r}")
-            if stage == "production":
-                conn.execute("UPDATE models SET stage = 'archived' WHERE stage = 'production' "
-                             "AND env = ? AND scenario = ? AND id != ?",
-                             (row["env"], row["scenario"], model_id))
-            conn.execute("UPDATE models SET stage = ? WHERE id = ?", (stage, model_id))
+                raise RegistryError(f"model {model_id!r} not found in {self._store.name!r}")
+            if stage == "production" and row["stage"] != "production":
+                self._archive_production(conn, row["env"], row["scenario"])
+            conn.run("UPDATE models SET stage = ? WHERE id = ?", (stage, model_id))
         return self.get(model_id)
 
     def promote(self, model_id: str) -> ModelRecord:
@@ -272,9 +301,68 @@ class ModelRegistry:
         """Move `model_id` to `archived` (its checkpoint is kept)."""
         return self._set_stage(model_id, "archived")
 
+    # -- reads
+
+    def list(self, stage: str | None = None, env: str | None = None,
+             algorithm: str | None = None, scenario: str | None = None) -> list[ModelRecord]:
+        """Models, newest first, optionally filtered."""
+        if stage is not None:
+            _check_stage(stage)
+        if not self._store.exists():
+            return []
+        where, args = [], []
+        for col, val in (("stage", stage), ("env", env), ("algorithm", algorithm),
+                         ("scenario", scenario)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM models" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._connect() as conn:
+            rows = conn.all(sql + " ORDER BY created_at DESC, id DESC", args)
+        return [self._record(r) for r in rows]
+
+    def get(self, ref: str, *, env: str | None = None,
+            scenario: str | None = None) -> ModelRecord:
+        """A model by id, or the newest model in a stage (`production`, `candidate`).
+
+        A stage is looked up among the models of `env` and `scenario` (those given); a
+        stage whose models span several env/scenario pairs is refused, naming them. A
+        model id is returned whatever its env and scenario (check them if they matter).
+
+        Raises:
+            RegistryError: naming the reference when nothing matches, the pairs when a
+                stage is ambiguous, or the pattern when a model id is malformed.
+        """
+        if ref in STAGES:
+            return self._by_stage(ref, env, scenario)
+        check_name("model id", ref, MODEL_ID_PATTERN)
+        if self._store.exists():
+            with self._connect() as conn:
+                row = conn.one("SELECT * FROM models WHERE id = ?", (ref,))
+            if row is not None:
+                return self._record(row)
+        raise RegistryError(f"model {ref!r} not found in {self._store.name!r} "
+                            f"(give a model id or a stage: {list(STAGES)})")
+
+    def _by_stage(self, stage: str, env: str | None, scenario: str | None) -> ModelRecord:
+        models = self.list(stage=stage, env=env, scenario=scenario)
+        given = [f"{k} {v!r}" for k, v in (("env", env), ("scenario", scenario)) if v is not None]
+        scope = f" for {' and '.join(given)}" if given else ""
+        if not models:
+            raise RegistryError(f"no model in stage {stage!r}{scope} in {self._store.name!r}")
+        pairs = sorted({(m.env, m.scenario) for m in models})
+        if len(pairs) > 1:
+            listed = ", ".join(f"{e}/{s}" for e, s in pairs)
+            raise RegistryError(f"stage {stage!r}{scope} is ambiguous: it holds models of "
+                                f"{len(pairs)} env/scenario pairs ({listed}); give the env "
+                                f"and scenario (--env, --scenario)")
+        return models[0]
+
     def verify(self, record: ModelRecord) -> str:
-        """`ok`, `missing`, or `corrupt (...)` for the record's checkpoint."""
+        """`ok`, `missing`, `corrupt (...)` or `outside the artifact root (...)`."""
         path = Path(record.checkpoint)
+        if not inside_root(self.root, path):
+            return f"outside the artifact root ({self.root!s})"
         if not path.is_dir():
             return "missing"
         try:
@@ -283,13 +371,15 @@ class ModelRegistry:
             return f"corrupt ({exc})"
         return "ok" if checksum == record.checksum else "corrupt (checksum mismatch)"
 
-    def checkpoint_path(self, ref: str) -> Path:
-        """The verified checkpoint of a model id or stage.
+    def checkpoint_path(self, ref: str, *, env: str | None = None,
+                        scenario: str | None = None) -> Path:
+        """The verified checkpoint of a model id or stage (scoped as in :meth:`get`).
 
         Raises:
-            RegistryError: when the model is unknown or its checkpoint missing or changed.
+            RegistryError: when the model is unknown or its checkpoint missing, changed
+                or outside the artifact root.
         """
-        record = self.get(ref)
+        record = self.get(ref, env=env, scenario=scenario)
         status = self.verify(record)
         if status != "ok":
             raise RegistryError(f"model {record.id}: checkpoint {record.checkpoint!r} is "
@@ -297,19 +387,30 @@ class ModelRegistry:
         return Path(record.checkpoint)
 
 
-def resolve(ref: str | Path, registry: str | Path | None = None
-            ) -> tuple[Path, ModelRecord | None]:
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise RegistryError(f"stage must be one of {list(STAGES)}, got {stage!r}")
+
+
+def resolve(ref: str | Path, registry: str | Path | None = None, *, env: str | None = None,
+            scenario: str | None = None) -> tuple[Path, ModelRecord | None]:
     """A model reference as a checkpoint folder: the folder itself, or the verified
     checkpoint of a registry model id or stage (with its record).
+
+    Args:
+        ref: A checkpoint folder, a model id, or a stage.
+        registry: The registry's location (see :class:`ModelRegistry`).
+        env: Scope of a stage reference: the env its model was trained for.
+        scenario: Scope of a stage reference: the scenario.
 
     Raises:
         ValueError: when `ref` is neither a folder nor usable in the registry (why).
     """
     if Path(ref).is_dir():
         return Path(ref), None
-    reg = ModelRegistry(registry)
     try:
-        record = reg.get(str(ref))
+        reg = ModelRegistry(registry)
+        record = reg.get(str(ref), env=env, scenario=scenario)
         return reg.checkpoint_path(record.id), record
     except RegistryError as exc:
         raise ValueError(f"model {str(ref)!r} is neither a checkpoint folder nor usable in "

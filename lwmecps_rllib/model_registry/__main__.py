@@ -1,15 +1,18 @@
 """The model registry from the command line.
 
-    python -m lwmecps_rllib.model_registry list [--stage production] [--env LWMECPSEnv3]
-    python -m lwmecps_rllib.model_registry show MODEL_ID|STAGE
+    python -m lwmecps_rllib.model_registry list [--stage production] [--env LWMECPSEnv3] \\
+        [--scenario testbed-4bs]
+    python -m lwmecps_rllib.model_registry show MODEL_ID|STAGE [--env ENV] [--scenario SCENARIO]
     python -m lwmecps_rllib.model_registry promote MODEL_ID [--rollout DASHBOARD_URL]
     python -m lwmecps_rllib.model_registry archive MODEL_ID
     python -m lwmecps_rllib.model_registry register CHECKPOINT --algo ppo --env LWMECPSEnv3 \\
         --scenario testbed-4bs
 
-`--registry PATH` (or `$LWMECPS_REGISTRY`) picks the SQLite file. `promote --rollout URL`
-then rolls the production model out to the running Serve app through that Ray
-dashboard (:func:`lwmecps_rllib.serving.rollout.roll_out`).
+`--registry LOCATION` (or `$LWMECPS_REGISTRY`) picks the registry: an SQLite file, or a
+`postgresql://` URL with `--artifacts DIR` (or `$LWMECPS_REGISTRY_ARTIFACTS`) naming the
+folder of its checkpoints. `promote --rollout URL` then rolls the production model out
+to the running Serve app through that Ray dashboard
+(:func:`lwmecps_rllib.serving.rollout.roll_out`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from lwmecps_rllib.model_registry import STAGES, ModelRegistry, RegistryError
 
 
 def format_models(registry: ModelRegistry, stage: str | None = None,
-                  env: str | None = None) -> str:
+                  env: str | None = None, scenario: str | None = None) -> str:
     """A table of models with the state of each checkpoint."""
     rows = [("id", "stage", "algorithm", "env", "scenario", "reward", "created", "checkpoint")]
-    for r in registry.list(stage=stage, env=env):
+    for r in registry.list(stage=stage, env=env, scenario=scenario):
         reward = r.metrics.get("eval/total_reward", r.metrics.get("env/total_reward"))
         rows.append((r.id, r.stage, r.algorithm, r.env, r.scenario,
                      "-" if reward is None else f"{float(reward):.3f}", r.created_at[:19],
@@ -39,14 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line arguments."""
     p = argparse.ArgumentParser(prog="python -m lwmecps_rllib.model_registry",
                                 description="List, show, promote and archive trained models.")
-    p.add_argument("--registry", default=None, help="SQLite file (default $LWMECPS_REGISTRY "
-                   "or runs/models/registry.sqlite)")
+    p.add_argument("--registry", default=None,
+                   help="SQLite file or postgresql:// URL (default $LWMECPS_REGISTRY or "
+                        "runs/models/registry.sqlite)")
+    p.add_argument("--artifacts", default=None,
+                   help="folder of the checkpoints (default: checkpoints/ beside an SQLite "
+                        "file; $LWMECPS_REGISTRY_ARTIFACTS for PostgreSQL)")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="models, newest first")
     ls.add_argument("--stage", choices=STAGES)
     ls.add_argument("--env")
+    ls.add_argument("--scenario")
     show = sub.add_parser("show", help="one model as JSON")
     show.add_argument("ref", help="model id or stage")
+    show.add_argument("--env", help="scope of a stage: the model's env")
+    show.add_argument("--scenario", help="scope of a stage: the model's scenario")
     for name in ("promote", "archive"):
         sp = sub.add_parser(name, help=f"{name} a model")
         sp.add_argument("model_id")
@@ -80,12 +90,12 @@ def _roll_out(dashboard: str, model_id: str, app: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
-    registry = ModelRegistry(args.registry)
     try:
+        registry = ModelRegistry(args.registry, artifacts=args.artifacts)
         if args.command == "list":
-            print(format_models(registry, args.stage, args.env))
+            print(format_models(registry, args.stage, args.env, args.scenario))
         elif args.command == "show":
-            record = registry.get(args.ref)
+            record = registry.get(args.ref, env=args.env, scenario=args.scenario)
             print(json.dumps({**record.to_dict(), "checkpoint_status": registry.verify(record)},
                              indent=2))
         elif args.command == "promote":

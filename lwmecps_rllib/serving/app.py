@@ -14,7 +14,6 @@ anything else.
 # No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -173,7 +172,7 @@ def load_policy(ref: str, args: ServeArgs) -> PlacementPolicy:
     """
     from lwmecps_rllib.model_registry import resolve
 
-    path, rec = resolve(ref, args.registry)
+    path, rec = resolve(ref, args.registry, env=args.env, scenario=args.scenario)
     if rec is None:
         return PlacementPolicy.from_checkpoint(path, args.env, args.scenario)
     if (rec.env, rec.scenario) != (args.env, args.scenario):
@@ -277,7 +276,8 @@ def _deployment() -> Any:
             registry model, else newly loaded (and checked)."""
             from lwmecps_rllib.model_registry import resolve
 
-            _path, rec = resolve(ref, self.args.registry)
+            _path, rec = resolve(ref, self.args.registry, env=self.args.env,
+                                 scenario=self.args.scenario)
             if rec is not None and rec.id == self.policy.model_id:
                 return self.policy
             return load_policy(ref, self.args)
@@ -354,14 +354,10 @@ def app_builder(args: dict[str, Any] | ServeArgs) -> Any:
     A relative registry or checkpoint path is resolved against the current folder here,
     where `serve run` / the builder runs, so replicas find it wherever they start.
     """
-    a = ServeArgs.parse(args)
-    registry = a.registry or os.environ.get("LWMECPS_REGISTRY")
-    if registry:
-        a = a.model_copy(update={"registry": str(Path(registry).resolve())})
-    else:
-        from lwmecps_rllib.model_registry import default_registry_path
+    from lwmecps_rllib.model_registry import registry_location
 
-        a = a.model_copy(update={"registry": str(default_registry_path().resolve())})
+    a = ServeArgs.parse(args)
+    a = a.model_copy(update={"registry": registry_location(a.registry or None)})
     if Path(a.model).is_dir():
         a = a.model_copy(update={"model": str(Path(a.model).resolve())})
     return _deployment().bind(a.model_dump())

@@ -148,7 +148,7 @@ class PlacementPolicy:
         """
         from lwmecps_rllib.model_registry import resolve
 
-        path, rec = resolve(model, registry)
+        path, rec = resolve(model, registry, env=env, scenario=scenario)
         if rec is None:
             return cls.from_checkpoint(path, env or "LWMECPSEnv3", scenario or "testbed-4bs")
         return cls.from_record(path, rec)

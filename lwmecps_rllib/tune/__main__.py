@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray cluster address (auto, ray://host:10001); default a local Ray")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep in STORAGE/NAME")
-    p.add_argument("--registry", type=Path, default=None,
-                   help="model registry file (default $LWMECPS_REGISTRY or "
-                        "runs/models/registry.sqlite)")
+    p.add_argument("--registry", default=None,
+                   help="model registry: SQLite file or postgresql:// URL (default "
+                        "$LWMECPS_REGISTRY or runs/models/registry.sqlite)")
     p.add_argument("--plot", type=Path, default=None, help="write learning curves to PNG")
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--no-register", action="store_true", help="do not register the best model")
