@@ -453,7 +453,10 @@ def test_serve_deploy_and_promote_rollout_on_a_real_head(ray_head, models, tmp_p
     from lwmecps_rllib.model_registry import __main__ as registry_cli
 
     reg, ids = models
-    reg = ModelRegistry(shutil.copy(reg.path, tmp_path / "registry.sqlite"))
+    # A copy of the whole registry (the file and its checkpoints), promoted on its own.
+    shutil.copy(reg.path, tmp_path / "registry.sqlite")
+    shutil.copytree(reg.root, tmp_path / reg.root.name)
+    reg = ModelRegistry(tmp_path / "registry.sqlite")
     reg.promote(ids[0])
     path, port = serve_config(tmp_path, reg, "production", num_cpus=0.5)
     env = {"RAY_AUTH_MODE": "disabled", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}

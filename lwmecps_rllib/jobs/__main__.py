@@ -15,12 +15,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from lwmecps_rllib.jobs.kuberay import RayJobCRLauncher
 from lwmecps_rllib.jobs.service import (
     DEFAULT_DASHBOARD,
     CallPolicy,
     JobError,
     Launcher,
-    RayJobCRLauncher,
     RayJobsLauncher,
     TrainingService,
     TrainingTask,
