@@ -260,7 +260,33 @@ def observation_options(env_config: dict[str, Any]) -> dict[str, Any]:
            for k, v in env_config.items() if k in OBSERVATION_OPTIONS}
     if env_config.get("obs_format") == "graph":
         out["obs_format"] = "graph"
+        out["stations"] = trained_stations(env_config)
     return out
+
+
+def trained_stations(env_config: dict[str, Any]) -> list[int]:
+    """The range of station counts `[least, most]` an env config trains on: its
+    scenario family's, or its scenario's station count at both ends."""
+    from lwmecps_rllib.scenarios import load_scenario
+    from lwmecps_rllib.scenarios.family import load_family
+
+    if env_config.get("scenario_family"):
+        return list(load_family(env_config["scenario_family"]).n_stations)
+    n = len(load_scenario(env_config.get("scenario", "testbed-4bs")).stations)
+    return [n, n]
+
+
+def read_trained_stations(checkpoint: str | Any) -> list[int] | None:
+    """The station range recorded in a checkpoint folder (`stations` of
+    `env_options.json`: written for size-general models), or None."""
+    import json
+    from pathlib import Path
+
+    path = Path(checkpoint) / ENV_OPTIONS_FILE
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("stations")
+    return [int(v) for v in value] if value else None
 
 
 def read_observation_options(checkpoint: str | Any) -> dict[str, Any]:

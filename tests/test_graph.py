@@ -213,7 +213,8 @@ def test_a_model_trained_on_a_family_decides_for_clusters_it_never_saw(
                            "--iterations", "1", "--num-envs", "2", "--output", str(out),
                            "--no-eval", *params]) == 0
     ckpt = out / "checkpoint"
-    assert json.loads((ckpt / "env_options.json").read_text()) == {"obs_format": "graph"}
+    assert json.loads((ckpt / "env_options.json").read_text()) == {
+        "obs_format": "graph", "stations": [4, 32]}
     # The same weights on 4, 16 and 64 stations (the family holds 4 to 32), masked.
     from lwmecps_rllib.algorithms.inference import TrainedPolicy
 
@@ -231,7 +232,7 @@ def test_a_model_trained_on_a_family_decides_for_clusters_it_never_saw(
     # Serving answers for a cluster of the model's range with the same weights.
     from lwmecps_rllib.cluster import core
     from lwmecps_rllib.serving.policy import PlacementPolicy, request_from_env
-    from lwmecps_rllib.serving.schema import PlacementRequest
+    from lwmecps_rllib.serving.schema import PlacementRequest, RequestError
 
     served = PlacementPolicy.from_checkpoint(ckpt, "LWMECPSEnv3", "metro-16")
     assert served.info["size_general"] is True
@@ -240,6 +241,26 @@ def test_a_model_trained_on_a_family_decides_for_clusters_it_never_saw(
     answer = served.decide([PlacementRequest(**request_from_env(env))])[0]
     counts = np.array([d.replicas for d in answer.decisions])
     assert len(counts) == 16 and (counts <= core.replica_bounds(env.spec_)).all()
+    # A request names the cluster it describes: any shipped scenario of the range.
+    own = PlacementPolicy.from_checkpoint(ckpt, "LWMECPSEnv3", "testbed-4bs-peak")
+    body = {**request_from_env(env), "scenario": "metro-16"}
+    assert own.decide([PlacementRequest(**body)])[0].decisions == answer.decisions
+    city = LWMECPSEnv3(scenario="city-64", obs_format="graph")
+    city.reset(seed=0)
+    far = PlacementRequest(**{**request_from_env(city), "scenario": "city-64"})
+    with pytest.raises(RequestError, match=r"'city-64' has 64 stations; .* supports 4 to 32"):
+        own.decide([far])
+    # The registry records the range; a wider one is the registrant's call.
+    from lwmecps_rllib.model_registry import ModelRegistry
+
+    reg = ModelRegistry(tmp_path / "models" / "registry.sqlite")
+    rec = reg.register(ckpt, algorithm=algo, env="LWMECPSEnv3", scenario="testbed-4bs-peak")
+    assert rec.config["size_general"] is True and rec.config["stations"] == [4, 32]
+    wide = reg.register(ckpt, algorithm=algo, env="LWMECPSEnv3",
+                        scenario="testbed-4bs-peak", stations=(4, 64))
+    wide_policy = PlacementPolicy.from_record(reg.checkpoint_path(wide.id), wide)
+    assert wide_policy.info["stations"] == [4, 64]
+    assert len(wide_policy.decide([far])[0].decisions) == 64
     table = tmp_path / "city.json"
     assert evaluate.main(["--scenario", "city-64", "--policy", "none", "--steps", "2",
                           "--model", str(ckpt), "--output", str(table)]) == 0

@@ -169,6 +169,29 @@ def test_register_copies_checkpoint_and_records_everything(registry, tmp_path):
     assert registry.checkpoint_path(rec.id) == copied
 
 
+def test_a_size_general_model_is_recorded_with_its_station_range(registry, tmp_path):
+    ck = fake_checkpoint(tmp_path / "general")
+    (ck / "env_options.json").write_text('{"obs_format": "graph", "stations": [4, 32]}')
+    rec = registry.register(ck, algorithm="lwmecps-ppo", env="LWMECPSEnv3",
+                            scenario="testbed-4bs-peak", config={"learning_rate": 3e-4})
+    assert rec.config == {"learning_rate": 3e-4, "size_general": True, "stations": [4, 32]}
+    wide = registry.register(ck, algorithm="lwmecps-ppo", env="LWMECPSEnv3",
+                             scenario="testbed-4bs-peak", stations=(2, 64))
+    assert registry.get(wide.id).config["stations"] == [2, 64]
+    copied = json.loads((Path(wide.checkpoint) / "env_options.json").read_text())
+    assert copied == {"obs_format": "graph", "stations": [2, 64]}
+    with pytest.raises(RegistryError, match=r"stations must be \(least, most\)"):
+        registry.register(ck, algorithm="lwmecps-ppo", env="LWMECPSEnv3",
+                          scenario="testbed-4bs-peak", stations=(8, 4))
+    bound = fake_checkpoint(tmp_path / "bound")
+    with pytest.raises(RegistryError, match=r"stations: .*is bound to its scenario"):
+        registry.register(bound, algorithm="lwmecps-ppo", env="LWMECPSEnv3",
+                          scenario="testbed-4bs", stations=(4, 8))
+    assert cli(registry, "register", str(ck), "--algo", "ppo", "--env", "LWMECPSEnv3",
+               "--scenario", "testbed-4bs-peak", "--stations", "4-128") == 0
+    assert cli(registry, "list") == 0
+
+
 def test_promote_archives_previous_production_of_same_env_and_scenario(registry, tmp_path):
     a = register(registry, tmp_path, "a")
     b = register(registry, tmp_path, "b")

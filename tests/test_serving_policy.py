@@ -20,16 +20,21 @@ HISTORY = {"history": 2, "history_windows": [6, 30]}
 
 
 def fresh_module(env_name: str, scenario: str, observation: dict | None = None):
-    """An untrained module of our PPO for the env (random weights, seeded)."""
+    """An untrained module of our PPO for the env (random weights, seeded); a
+    station-shared one for the graph observation."""
     import torch
 
+    from lwmecps_rllib.envs import graph_config
+
     torch.manual_seed(0)
-    env = make_env(env_name, {"scenario": scenario, **(observation or {})})
+    env_config = {"scenario": scenario, **(observation or {})}
+    env = make_env(env_name, env_config)
     cfg = get_algorithm_class("ppo").get_default_config()
     spec = cfg.get_default_rl_module_spec()
     spec.observation_space = env.observation_space
     spec.action_space = env.action_space
-    spec.model_config = cfg._model_config
+    graph = graph_config(env_name, env_config)
+    spec.model_config = {**cfg._model_config, **({"graph": graph} if graph else {})}
     return spec.build()
 
 
@@ -142,3 +147,52 @@ def test_a_masking_model_never_answers_more_than_a_node_holds():
     for resp in policy.decide(reqs):
         counts = np.array([[d.replicas for d in resp.decisions]])
         assert core.fits(cluster, counts, cluster.home_node[None])[0]
+
+
+GRAPH = {"obs_format": "graph"}
+
+
+def test_a_size_general_model_answers_for_any_cluster_of_its_range():
+    own = PlacementPolicy(fresh_module("LWMECPSEnv3", "testbed-4bs-peak", GRAPH),
+                          "LWMECPSEnv3", "testbed-4bs-peak", "g1", observation=GRAPH,
+                          stations=[4, 32])
+    assert own.info["size_general"] is True and own.info["stations"] == [4, 32]
+    env = make_env("LWMECPSEnv3", {"scenario": "metro-16", "trace": "b"})
+    env.reset(seed=0)
+    body = request_from_env(env)
+    # The same weights fitted to metro-16 directly give the same answer.
+    direct = PlacementPolicy(fresh_module("LWMECPSEnv3", "testbed-4bs-peak", GRAPH),
+                             "LWMECPSEnv3", "metro-16", "g1", observation=GRAPH)
+    expected = direct.decide([PlacementRequest(**body)])[0].decisions
+    [mixed, again] = own.decide([PlacementRequest(**body, scenario="metro-16"),
+                                 PlacementRequest(**body, scenario="metro-16")])
+    assert mixed.decisions == expected == again.decisions and len(expected) == 16
+    assert own.for_scenario("metro-16") is own.for_scenario("metro-16")  # fitted once
+    assert own.for_scenario(None) is own and own.for_scenario("testbed-4bs-peak") is own
+
+
+@pytest.mark.parametrize(("scenario", "message"), [
+    ("city-64", "'city-64' has 64 stations; model 'g1' supports 4 to 32 stations"),
+    ("atlantis", "unknown scenario 'atlantis'; allowed: ["),
+    ("../../etc/x.yaml", "unknown scenario"),
+])
+def test_clusters_outside_the_range_are_refused_naming_the_limit(scenario, message):
+    own = PlacementPolicy(fresh_module("LWMECPSEnv3", "testbed-4bs-peak", GRAPH),
+                          "LWMECPSEnv3", "testbed-4bs-peak", "g1", observation=GRAPH,
+                          stations=[4, 32])
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs-peak"})
+    env.reset(seed=0)
+    req = PlacementRequest(**request_from_env(env), scenario=scenario)
+    with pytest.raises(RequestError) as err:
+        own.decide([req, req], field="clusters")
+    assert err.value.field == "clusters[0].scenario" and message in err.value.message
+
+
+def test_a_model_of_one_size_answers_only_for_its_own_scenario(policy3):
+    env = make_env("LWMECPSEnv3", {"scenario": "testbed-4bs"})
+    env.reset(seed=0)
+    req = PlacementRequest(**request_from_env(env), scenario="metro-16")
+    with pytest.raises(RequestError, match="decides for scenario 'testbed-4bs' only") as err:
+        policy3.decide([req])
+    assert err.value.field == "scenario" and policy3.info["size_general"] is False
+    assert policy3.decide([PlacementRequest(**request_from_env(env), scenario="testbed-4bs")])

@@ -70,7 +70,7 @@ from lwmecps_rllib.model_registry.store import (
     is_postgres,
     open_store,
 )
-from lwmecps_rllib.spec import ENV_OPTIONS_FILE
+from lwmecps_rllib.spec import ENV_OPTIONS_FILE, read_trained_stations
 
 __all__ = ["ALGORITHM_PATTERN", "ARTIFACTS_ENV", "DEFAULT_PATH", "MODEL_ID_PATTERN",
            "SCHEMA_VERSION", "STAGES", "ModelRecord", "ModelRegistry", "RegistryError",
@@ -210,18 +210,23 @@ class ModelRegistry:
     def register(self, checkpoint: str | Path, *, algorithm: str, env: str, scenario: str,
                  config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
                  stage: str = "candidate",
-                 observation: dict[str, Any] | None = None) -> ModelRecord:
+                 observation: dict[str, Any] | None = None,
+                 stations: tuple[int, int] | None = None) -> ModelRecord:
         """Copy `checkpoint` into the registry and record it.
 
         `observation`: the env options that shape what the model observes
         (`history`, ...), written beside the checkpoint when it does not record them.
+        A size-general model (graph observation) is recorded as such in its config
+        (`size_general: true`, and `stations`: the range of station counts it supports,
+        by default the range it was trained on; `stations` here widens or narrows it).
         A model registered as `production` archives the previous production model of its
         env and scenario in the same transaction.
 
         Raises:
             RegistryError: when the checkpoint is missing or holds no RLModule, the
                 stage is unknown, the algorithm name does not match `ALGORITHM_PATTERN`,
-                or env or scenario is empty.
+                env or scenario is empty, or `stations` is given for a model bound to
+                one cluster size or is not `1 <= least <= most`.
         """
         from lwmecps_rllib.algorithms.inference import MODULE_SUBDIR
 
@@ -236,6 +241,19 @@ class ModelRegistry:
         if not any((src / MODULE_SUBDIR).glob("module_state*")):
             raise RegistryError(f"checkpoint {str(src)!r} holds no RLModule "
                                 f"({MODULE_SUBDIR}/module_state.*)")
+        trained = read_trained_stations(src) or (observation or {}).get("stations")
+        if stations is not None:
+            if trained is None:
+                raise RegistryError(f"stations: {str(src)!r} is bound to its scenario's size "
+                                    f"(not size-general: no graph observation)")
+            if not (isinstance(stations, (tuple, list)) and len(stations) == 2
+                    and all(isinstance(v, int) for v in stations)
+                    and 1 <= stations[0] <= stations[1]):
+                raise RegistryError(f"stations must be (least, most) with 1 <= least <= "
+                                    f"most, got {stations!r}")
+        supported = list(stations) if stations is not None else trained
+        config = {**(config or {}), **({"size_general": True, "stations": supported}
+                                       if supported is not None else {})}
         now = dt.datetime.now(dt.timezone.utc)
         model_id = self._new_id(algorithm, now)
         dest = (self.root / model_id).resolve()
@@ -250,6 +268,9 @@ class ModelRegistry:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             if observation is not None and not (tmp / ENV_OPTIONS_FILE).exists():
                 atomic.write_json(tmp / ENV_OPTIONS_FILE, observation)
+            if supported is not None:
+                options = json.loads((tmp / ENV_OPTIONS_FILE).read_text())
+                atomic.write_json(tmp / ENV_OPTIONS_FILE, {**options, "stations": supported})
             checksum = checkpoint_checksum(tmp)
 
         try:

@@ -27,10 +27,13 @@ from lwmecps_rllib.model_registry import STAGES, ModelRegistry, RegistryError
 def format_models(registry: ModelRegistry, stage: str | None = None,
                   env: str | None = None, scenario: str | None = None) -> str:
     """A table of models with the state of each checkpoint."""
-    rows = [("id", "stage", "algorithm", "env", "scenario", "reward", "created", "checkpoint")]
+    rows = [("id", "stage", "algorithm", "env", "scenario", "stations", "reward", "created",
+             "checkpoint")]
     for r in registry.list(stage=stage, env=env, scenario=scenario):
         reward = r.metrics.get("eval/total_reward", r.metrics.get("env/total_reward"))
-        rows.append((r.id, r.stage, r.algorithm, r.env, r.scenario,
+        size = ("{}-{}".format(*r.config["stations"]) if r.config.get("size_general")
+                else "its own")
+        rows.append((r.id, r.stage, r.algorithm, r.env, r.scenario, size,
                      "-" if reward is None else f"{float(reward):.3f}", r.created_at[:19],
                      registry.verify(r)))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
@@ -70,7 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--algo", required=True)
     reg.add_argument("--env", required=True)
     reg.add_argument("--scenario", required=True)
+    reg.add_argument("--stations", type=_station_range, default=None, metavar="LEAST-MOST",
+                     help="size-general models: the station counts it supports (default "
+                          "the range it was trained on), e.g. 4-64")
     return p
+
+
+def _station_range(text: str) -> tuple[int, int]:
+    """`LEAST-MOST` (or one count) as a pair of ints."""
+    parts = text.split("-")
+    try:
+        least, most = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, -1)
+    except ValueError:
+        least, most = 0, -1
+    if not 1 <= least <= most:
+        raise argparse.ArgumentTypeError(
+            f"--stations must be LEAST-MOST with 1 <= LEAST <= MOST, e.g. 4-64, got {text!r}")
+    return least, most
 
 
 def _roll_out(dashboard: str, model_id: str, app: str) -> int:
@@ -108,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             from lwmecps_rllib.algorithms import canonical_name
 
             record = registry.register(args.checkpoint, algorithm=canonical_name(args.algo),
-                                       env=args.env, scenario=args.scenario)
-            print(f"{record.id}: candidate")
+                                       env=args.env, scenario=args.scenario,
+                                       stations=args.stations)
+            size = (f" (size-general: {record.config['stations'][0]}-"
+                    f"{record.config['stations'][1]} stations)"
+                    if record.config.get("size_general") else "")
+            print(f"{record.id}: candidate{size}")
     except (RegistryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

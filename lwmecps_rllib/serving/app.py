@@ -299,7 +299,7 @@ def _deployment() -> Any:
 
         async def _one(self, req: PlacementRequest) -> PlacementResponse:
             t0 = time.perf_counter()
-            policy = self.policy
+            policy = self.policy.for_scenario(req.scenario)
             obs = policy.encode(req)
             pol, action = await self._decide((policy, obs))
             return PlacementResponse(decisions=pol.to_decisions(action), model_id=pol.model_id,
@@ -316,22 +316,7 @@ def _deployment() -> Any:
                   response_model_exclude_none=True)
         async def placement_batch(self, body: BatchRequest) -> BatchResponse:
             """Decisions for many clusters (one forward pass)."""
-            policy = self.policy
-            errors = []
-            obs = []
-            for k, req in enumerate(body.clusters):
-                try:
-                    obs.append(policy.encode(req))
-                except RequestError as exc:
-                    errors.append(RequestError(f"clusters[{k}].{exc.field}", exc.message))
-            if errors:
-                raise errors[0]
-            t0 = time.perf_counter()
-            acts = policy.actions(np.stack(obs))
-            ms = (time.perf_counter() - t0) * 1e3
-            return BatchResponse(results=[
-                PlacementResponse(decisions=policy.to_decisions(a), model_id=policy.model_id,
-                                  env=policy.env_name, decision_time_ms=ms) for a in acts])
+            return BatchResponse(results=self.policy.decide(body.clusters, field="clusters"))
 
         @api.get("/v1/model")
         async def model(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ capacity and usage and the time of day.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from lwmecps_rllib.envs.lwmecps_env import placement_capacity
 from lwmecps_rllib.envs.names import ENV_NAMES
 from lwmecps_rllib.envs.registration import env_class, env_options
 from lwmecps_rllib.scenarios import load_scenario
+from lwmecps_rllib.scenarios.loader import SHIPPED
 from lwmecps_rllib.serving.schema import (
     DAY_S,
     Decision,
@@ -32,7 +34,7 @@ from lwmecps_rllib.serving.schema import (
     RequestError,
     Resources,
 )
-from lwmecps_rllib.spec import read_observation_options
+from lwmecps_rllib.spec import read_observation_options, read_trained_stations
 
 
 def _users(req: PlacementRequest, stations: list[str]) -> np.ndarray:
@@ -80,11 +82,18 @@ class PlacementPolicy:
         scenario: Scenario name or path (node, deployment and station names, scales).
         model_id: Id reported with every decision.
         info: What `GET /v1/model` shows.
+        observation: The observation options it was trained with (history, graph).
+        stations: A size-general model's supported station counts `[least, most]`
+            (default: its scenario's count at both ends).
     """
+
+    #: Clusters of other scenarios a size-general policy keeps fitted copies for.
+    MAX_FITTED = 16
 
     def __init__(self, module: Any, env: str, scenario: str, model_id: str,
                  info: dict[str, Any] | None = None,
-                 observation: dict[str, Any] | None = None) -> None:
+                 observation: dict[str, Any] | None = None,
+                 stations: list[int] | None = None) -> None:
         if env not in ENV_NAMES:
             raise ValueError(f"env must be one of {list(ENV_NAMES)}, got {env!r}")
         self.module = module
@@ -96,10 +105,16 @@ class PlacementPolicy:
         self.spec = self.env_cls.build_spec(self.sc, self.options)
         self.layout = self.env_cls.box_layout(self.spec, self.options)
         self.size_general = self._fit_size_general(observation or {})
+        self.scenario_name = str(scenario)
+        self.observation = dict(observation or {})
+        n = len(self.sc.stations)
+        self.station_range = ([int(v) for v in stations] if self.size_general and stations
+                              else [n, n])
+        self._fitted: dict[str, PlacementPolicy] = {}
         self.hist_len = history_length(self.options)
         self.info = {"model_id": model_id, "env": env, "scenario": scenario,
                      "observation": dict(observation or {}),
-                     "size_general": self.size_general,
+                     "size_general": self.size_general, "stations": self.station_range,
                      "history_slots": max(self.hist_len - 1, 0), **(info or {})}
         self.obs_dim = self.layout.size
         self.pinned = self.env_cls.action_kind == "replicas"
@@ -125,6 +140,44 @@ class PlacementPolicy:
         fit_graph_module(self.module, self.spec, observation)
         return True
 
+    def for_scenario(self, scenario: str | None) -> PlacementPolicy:
+        """The policy deciding for the cluster of `scenario` (a shipped scenario name):
+        itself for its own scenario; for a size-general model, a copy of it fitted to
+        that cluster (kept for the next request).
+
+        Raises:
+            RequestError: (field `scenario`) an unknown scenario, a model bound to its own
+                scenario, or a cluster outside the model's station range (the message
+                names the range).
+        """
+        if scenario is None or scenario == self.scenario_name:
+            return self
+        if scenario not in SHIPPED:
+            raise RequestError("scenario", f"unknown scenario {scenario!r}; allowed: "
+                                           f"{list(SHIPPED)}")
+        if not self.size_general:
+            raise RequestError("scenario", f"model {self.model_id!r} decides for scenario "
+                                           f"{self.scenario_name!r} only (it is not "
+                                           f"size-general)")
+        fitted = self._fitted.get(scenario)
+        if fitted is None:
+            n = len(load_scenario(scenario).stations)
+            least, most = self.station_range
+            if not least <= n <= most:
+                raise RequestError("scenario", f"{scenario!r} has {n} stations; model "
+                                               f"{self.model_id!r} supports {least} to "
+                                               f"{most} stations")
+            if len(self._fitted) >= self.MAX_FITTED:
+                self._fitted.pop(next(iter(self._fitted)))
+            info = {k: v for k, v in self.info.items()
+                    if k not in ("model_id", "env", "scenario", "observation",
+                                 "size_general", "stations", "history_slots")}
+            fitted = PlacementPolicy(copy.deepcopy(self.module), self.env_name, scenario,
+                                     self.model_id, info, self.observation,
+                                     self.station_range)
+            self._fitted[scenario] = fitted
+        return fitted
+
     # -- loading
 
     @classmethod
@@ -136,7 +189,9 @@ class PlacementPolicy:
 
         module = load_module(path)
         return cls(module, env, scenario, model_id or f"checkpoint:{Path(path).name}",
-                   {"checkpoint": str(path), **(info or {})}, read_observation_options(path))
+                   {"checkpoint": str(path), **(info or {})}, read_observation_options(path),
+                   (info or {}).get("config", {}).get("stations")
+                   or read_trained_stations(path))
 
     @classmethod
     def load(cls, model: str, registry: str | Path | None = None, env: str | None = None,
@@ -262,14 +317,41 @@ class PlacementPolicy:
         return [Decision(deployment=name, node=self.node_names[int(a)])
                 for name, a in zip(self.dep_names, action, strict=True)]
 
-    def decide(self, requests: list[PlacementRequest]) -> list[PlacementResponse]:
-        """Decisions for many clusters in one forward pass."""
+    def decide(self, requests: list[PlacementRequest],
+               field: str | None = None) -> list[PlacementResponse]:
+        """Decisions for many clusters, one forward pass per scenario among them.
+
+        Args:
+            requests: The clusters.
+            field: Where the requests sit in a body (`clusters`): an error then names
+                the request as `clusters[k].<field>`.
+
+        Raises:
+            RequestError: the first request that does not fit, naming its field.
+        """
         t0 = time.perf_counter()
-        obs = np.stack([self.encode(r) for r in requests])
-        acts = self.actions(obs)
+        policies, obs = [], []
+        for k, req in enumerate(requests):
+            try:
+                pol = self.for_scenario(req.scenario)
+                obs.append(pol.encode(req))
+            except RequestError as exc:
+                if field is None:
+                    raise
+                raise RequestError(f"{field}[{k}].{exc.field}", exc.message) from None
+            policies.append(pol)
+        groups: dict[int, list[int]] = {}
+        for i, pol in enumerate(policies):
+            groups.setdefault(id(pol), []).append(i)
+        out: list[Any] = [None] * len(requests)
+        for idx in groups.values():
+            pol = policies[idx[0]]
+            acts = pol.actions(np.stack([obs[i] for i in idx]))
+            for i, a in zip(idx, acts, strict=True):
+                out[i] = pol.to_decisions(a)
         ms = (time.perf_counter() - t0) * 1e3
-        return [PlacementResponse(decisions=self.to_decisions(a), model_id=self.model_id,
-                                  env=self.env_name, decision_time_ms=ms) for a in acts]
+        return [PlacementResponse(decisions=d, model_id=self.model_id, env=self.env_name,
+                                  decision_time_ms=ms) for d in out]
 
 
 def request_from_env(env: Any) -> dict[str, Any]:

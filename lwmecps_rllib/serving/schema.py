@@ -81,6 +81,13 @@ class PlacementRequest(BaseModel):
                           "least their `history_slots` (`GET /v1/model`) values each; the "
                           "request stays stateless.")
     time_of_day_s: float = Field(0.0, ge=0, lt=DAY_S, description="Seconds since midnight.")
+    scenario: str | None = Field(
+        None, min_length=1, max_length=253,
+        description="The cluster this request describes (a shipped scenario name, e.g. "
+                    "`metro-16`; its nodes, deployments and stations are the names used "
+                    "above). Default: the model's own. A size-general model (`GET "
+                    "/v1/model`: `size_general`, `stations`) answers for any scenario whose "
+                    "station count is in its range; others only for their own.")
 
 
 class BatchRequest(BaseModel):
