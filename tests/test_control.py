@@ -271,7 +271,7 @@ def test_options_name_the_bad_field(capsys):
         ControlOptions()
     with pytest.raises(ValueError, match="exactly one of policy_url"):
         ControlOptions(policy_url="http://x", model="production")
-    with pytest.raises(ValueError, match="control.mode"):
+    with pytest.raises(ValueError, match=r"control\.mode"):
         ControlOptions.parse({"model": "m", "mode": "yolo"})
     with pytest.raises(ValueError, match="policy_url must start with http"):
         ControlOptions(policy_url="localhost:8000")
@@ -355,3 +355,84 @@ async def test_sigterm_mid_period_ends_cleanly(kmock, tmp_path):
     assert "Traceback" not in err and "stopped after" in err
     lines = log.read_text().splitlines()
     assert len(lines) >= 2 and all(json.loads(line)["period"] for line in lines)
+
+
+def serve_run(folder: Path, model: Path, port: int, log_name: str) -> subprocess.Popen:
+    """`serve run` of serve/config.yaml serving the checkpoint folder `model` on `port`."""
+    config = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"].update(model=str(model), registry=str(folder / "registry.sqlite"))
+    app["deployments"][0]["user_config"]["model"] = str(model)
+    path = folder / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(path)],
+                            env=env, stdout=(folder / log_name).open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=folder)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def serving(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.integration
+async def test_against_serve_run_falls_back_when_the_app_stops_and_back_when_it_returns(
+        kmock, tmp_path):
+    """Live against a real `serve run`: the policy decides; with the app stopped the next
+    period is the rule's (no period without a decision); restarted, the policy again."""
+    seed_cluster(kmock, replicas=2)
+    model, port = module_checkpoint(tmp_path), free_port()
+    options = ControlOptions(policy_url=f"http://127.0.0.1:{port}", mode="live",
+                             fallback="hpa", timeout_s=2.0,
+                             decision_log=str(tmp_path / "decisions.jsonl"))
+    stop = threading.Event()
+    ctl = build_controller(options, backend_config(min_replicas=0, max_replicas=None), stop,
+                           api_client=api_client(kmock.url), metrics=FakeMetrics())
+    assert isinstance(ctl.policy, HttpPolicy)
+    serve = serve_run(tmp_path, model, port, "serve1.log")
+    loop = None
+    try:
+        await wait_for(lambda: serving(port), "serve run to answer", 240)
+        async with running(controller(kmock)):
+            loop = asyncio.ensure_future(asyncio.to_thread(ctl.run, stop, 0.5))
+            first = await wait_for(lambda: [r for r in records(tmp_path)
+                                            if r["source"] == "policy"], "a policy period", 60)
+            await asyncio.to_thread(stop_process_group, serve)
+            stopped_at = len(records(tmp_path))
+            fell = await wait_for(lambda: [r for r in records(tmp_path)[stopped_at:]
+                                           if r["source"] == "fallback"], "a fallback", 30)
+            serve = serve_run(tmp_path, model, port, "serve2.log")
+            await wait_for(lambda: serving(port), "serve run to answer again", 240)
+            back_at = len(records(tmp_path))
+            await wait_for(lambda: [r for r in records(tmp_path)[back_at:]
+                                    if r["source"] == "policy"], "the policy again", 60)
+            stop.set()
+            await loop
+    finally:
+        stop.set()
+        await asyncio.to_thread(stop_process_group, serve)
+    logged = records(tmp_path)
+    assert all(r["source"] in ("policy", "fallback") for r in logged)  # never undecided
+    # the period right after the app stopped (at most the one under way) fell back
+    assert fell[0]["period"] <= logged[stopped_at]["period"] + 1
+    assert fell[0]["cause"] in ("error", "timeout") and fell[0]["asked"] == fell[0]["fallback"]
+    last = logged[-1]
+    assert last["source"] == "policy"
+    assert last["model_id"] == first[0]["model_id"] == "checkpoint:model"
+    assert spec_replicas(kmock) == [last["asked"][d] for d in DEPS]
+    assert nothing_deleted(kmock)
