@@ -54,7 +54,6 @@ def checked_replicas(answer: PlacementResponse, spec: ClusterSpec, low: int,
         raise PolicyError("infeasible", f"no decision for {missing[:3]}"
                                           f"{' ...' if len(missing) > 3 else ''}")
     if not core.fits(spec, out[None], spec.home_node[None])[0]:
-        per_node = core.pods_per_node(spec, out[None], spec.home_node[None])[0]
-        raise PolicyError("infeasible", f"{int(out.sum())} pods do not fit the nodes "
-                                          f"(pods per node {per_node.astype(int).tolist()})")
+        raise PolicyError("infeasible", f"{int(out.sum())} pods do not fit the nodes' CPU "
+                                          f"and memory")
     return out
