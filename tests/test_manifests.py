@@ -126,7 +126,7 @@ def test_testbed_matches_the_scenario():
     from lwmecps_rllib.scenarios import load_scenario
 
     sc = load_scenario("testbed-4bs")
-    deps = [d for _, _, d in DOCS if d["kind"] == "Deployment"]
+    deps = [d for p, _, d in DOCS if d["kind"] == "Deployment" and p.startswith("k8s/testbed/")]
     assert sorted(d["metadata"]["name"] for d in deps) == sorted(sc.deployment_names)
     cfg = KubernetesConfig.from_dict(yaml.safe_load((K8S / "testbed" /
                                                      "backend-config.yaml").read_text()))
@@ -374,3 +374,35 @@ def test_serve_configs_shed_a_flood_and_time_out():
         assert isinstance(timeout, (int, float)) and 0 < timeout <= 60, timeout
         limits.append((queued, timeout, deployment["max_ongoing_requests"]))
     assert limits[0] == limits[1]
+
+
+def test_controller_runs_as_its_account_bound_to_the_backends_roles_with_its_config():
+    from lwmecps_rllib.backends.config import KubernetesConfig
+    from lwmecps_rllib.control.__main__ import options_from_args, parse_args
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for p, _, d in DOCS
+            if p == "k8s/controller.yaml"}
+    dep = docs["Deployment", "lwmecps-controller"]
+    pod = dep["spec"]["template"]["spec"]
+    account = pod["serviceAccountName"]
+    assert ("ServiceAccount", account) in docs
+    bound = {(d["kind"], d["roleRef"]["name"]) for p, _, d in DOCS if p == "k8s/rbac.yaml"
+             and d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+             and {"kind": "ServiceAccount", "name": account, "namespace": "lwmecps"}
+             in d["subjects"]}
+    roles = {(d["kind"], d["metadata"]["name"]) for p, _, d in DOCS if p == "k8s/rbac.yaml"
+             and d["kind"] in ("Role", "ClusterRole")}
+    assert {("RoleBinding", n) for k, n in roles if k == "Role"} | {
+        ("ClusterRoleBinding", n) for k, n in roles if k == "ClusterRole"} == bound
+    [container] = pod["containers"]
+    assert container["command"] == ["python", "-m", "lwmecps_rllib.control"]
+    config_map = docs["ConfigMap", pod["volumes"][0]["configMap"]["name"]]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")["mountPath"]
+    args = parse_args(container["args"])
+    name = args.backend_config.removeprefix(mount + "/")
+    cfg = KubernetesConfig.parse(yaml.safe_load(config_map["data"][name]))
+    assert cfg.in_cluster and cfg.namespace == "lwmecps-testapp"
+    options = options_from_args(args)
+    assert options.mode == "shadow" and options.policy_url.endswith(":8000")
+    assert container["ports"][0]["containerPort"] == options.metrics_port
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

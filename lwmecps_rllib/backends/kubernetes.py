@@ -227,15 +227,17 @@ class KubernetesBackend:
                                       self._apps().patch_namespaced_deployment,
                                       deployment, self.config.namespace, body))
 
-    def reconcile(self, replicas: np.ndarray, nodes: np.ndarray | None) -> np.ndarray:
-        """Read every managed Deployment and patch those whose spec differs from the
-        asked `replicas` (1, D) (and `nodes` (1, D), for the placement envs).
+    def reconcile(self, replicas: np.ndarray, nodes: np.ndarray | None,
+                  deployments: dict[str, Any] | None = None) -> np.ndarray:
+        """Read every managed Deployment (unless `deployments` were just read) and patch
+        those whose spec differs from the asked `replicas` (1, D) (and `nodes` (1, D), for
+        the placement envs).
 
         Returns:
             (1, D) the replicas each Deployment is asked to have (after the bounds and
             the scale-down rate limit).
         """
-        deps = self.read_deployments()
+        deps = self.read_deployments() if deployments is None else deployments
         out = np.zeros((1, len(self.dep_names)), np.int64)
         for i, name in enumerate(self.dep_names):
             out[0, i] = self.scale(name, int(replicas[0, i]),
@@ -299,11 +301,9 @@ class KubernetesBackend:
                 nodes.append(p.spec.node_name)
         return nodes
 
-    def _state(self, slot: int, deployments: dict[str, Any], asked: ClusterState
-               ) -> ClusterState:
-        """ClusterState (batch of 1) from what the cluster reports: the replicas of the
-        Deployments' spec, the ready ones, the nodes of their pods (in dry-run, where
-        nothing changes, the replicas and nodes of `asked`)."""
+    def observe(self, slot: int, deployments: dict[str, Any]) -> ClusterState:
+        """ClusterState (batch of 1) at `slot` of what the `deployments` read report: the
+        replicas of their spec, the ready ones, the nodes of their ready pods."""
         spec = self.spec
         replicas = np.zeros((1, spec.n_deployments), np.int64)
         ready = np.zeros((1, spec.n_deployments), np.int64)
@@ -317,11 +317,20 @@ class KubernetesBackend:
                 target = on[0] if on else spec_node(dep)
                 if target in self.node_names:
                     node_of[0, i] = self.node_names.index(target)
-        if self.config.dry_run:
-            replicas = asked.replicas
-            node_of = node_of if spec.pinned else asked.node_of
         return ClusterState.from_counts(np.array([slot]), replicas, ready, node_of,
                                         spec.max_pods)
+
+    def _state(self, slot: int, deployments: dict[str, Any], asked: ClusterState
+               ) -> ClusterState:
+        """The state the env observes: :meth:`observe`, except in dry-run (where nothing
+        changes) the replicas and nodes of `asked`."""
+        state = self.observe(slot, deployments)
+        if not self.config.dry_run:
+            return state
+        return dataclasses.replace(
+            state, replicas=asked.replicas.copy(),
+            node_of=state.node_of if self.spec.pinned else asked.node_of.copy(),
+            move_to=state.move_to if self.spec.pinned else asked.node_of.copy())
 
     def wait_rollout(self, want: dict[str, int]) -> dict[str, Any]:
         """Poll until every deployment in `want` has that many ready, updated replicas.

@@ -8,7 +8,7 @@
 """
 
 from lwmecps_rllib.serving.app import api, app_builder
-from lwmecps_rllib.serving.policy import PlacementPolicy, request_from_env
+from lwmecps_rllib.serving.policy import PlacementPolicy, request_from_env, request_from_view
 from lwmecps_rllib.serving.schema import (
     DAY_S,
     MAX_BATCH_CLUSTERS,
@@ -43,4 +43,5 @@ __all__ = [
     "api",
     "app_builder",
     "request_from_env",
+    "request_from_view",
 ]

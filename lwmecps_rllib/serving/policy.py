@@ -360,7 +360,14 @@ def request_from_env(env: Any) -> dict[str, Any]:
     Built from the env's public :meth:`cluster_view`; the policy encodes it to exactly
     the env's own observation, which is what the tests and the load benchmark use it for.
     """
-    view = env.unwrapped.cluster_view()
+    return request_from_view(env.unwrapped.cluster_view())
+
+
+def request_from_view(view: Any) -> dict[str, Any]:
+    """The request body describing a :class:`~lwmecps_rllib.cluster.view.ClusterView`
+    (an env's, or one a controller builds from a real cluster): the scenario's names and
+    capacities, the replicas and ready replicas (or nodes), the last measurement's users
+    and per-node latency, the time of day of its slot, and the users' history it holds."""
     spec, sc = view.spec, view.scenario
     node_lat = view.last.node_avg_latency_ms[0]
     nodes = []
