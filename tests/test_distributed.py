@@ -1,0 +1,134 @@
+"""One training across Ray workers: resources in the run spec (no Ray), then our algorithms
+with remote env runners and two learners, checkpoints and resume, and a two-node cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from lwmecps_rllib.algorithms import build_config
+from lwmecps_rllib.spec import EnvOptions, Resources, TrainingSpec, check_run
+
+DISTRIBUTED = {"env_runners": 2, "cpus_per_env_runner": 0.5, "learners": 2,
+               "cpus_per_learner": 0.25, "gpus_per_learner": 0.0}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"env_runners": -1}, "resources.env_runners must be >= 0, got -1"),
+    ({"env_runners": 1.5}, "resources.env_runners must be an integer, got 1.5"),
+    ({"learners": -2}, "resources.learners must be >= 0, got -2"),
+    ({"cpus_per_env_runner": -0.5}, "resources.cpus_per_env_runner must be >= 0"),
+    ({"cpus_per_learner": -1}, "resources.cpus_per_learner must be >= 0"),
+    ({"gpus_per_learner": 1.5},
+     "resources.gpus_per_learner must be a fraction below 1 or a whole number, got 1.5"),
+    ({"env_runner_resources": {"CPU": 1}},
+     "resources.env_runner_resources must name custom resources only"),
+    ({"env_runner_resources": {"sampler": 0}},
+     "resources.env_runner_resources must map resource names to numbers > 0, got sampler=0"),
+    ({"env_runnrs": 1}, "unknown key resources.env_runnrs; allowed: ['num_envs'"),
+])
+def test_bad_resources_name_the_field(data: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        TrainingSpec.parse({"resources": data})
+    assert message in str(err.value)
+
+
+def test_resources_reach_the_algorithm_config() -> None:
+    config = build_config(TrainingSpec(algorithm="ppo", resources=Resources(
+        **DISTRIBUTED, cpus=0.5, env_runner_resources={"sampler": 1})))
+    assert (config.num_env_runners, config.num_cpus_per_env_runner) == (2, 0.5)
+    assert config.custom_resources_per_env_runner == {"sampler": 1}
+    assert (config.num_learners, config.num_cpus_per_learner) == (2, 0.25)
+    assert config.num_gpus_per_learner == 0 and config.num_cpus_for_main_process == 0.5
+    assert config.restart_failed_env_runners
+    local = build_config("dqn")
+    assert (local.num_env_runners, local.num_learners, local.num_cpus_per_learner) == (
+        0, 0, "auto")
+
+
+def test_qlearning_refuses_more_than_one_learner() -> None:
+    build_config(TrainingSpec(algorithm="qlearning", resources=Resources(learners=1)))
+    with pytest.raises(ValueError, match=r"resources\.learners must be at most 1 for "
+                                         "lwmecps-qlearning, got 2"):
+        build_config(TrainingSpec(algorithm="qlearning", resources=Resources(learners=2)))
+
+
+def test_a_real_cluster_takes_one_remote_env_runner_at_most() -> None:
+    k8s = EnvOptions(backend="k8s")
+    check_run(k8s, TrainingSpec(resources=Resources(env_runners=1)))
+    with pytest.raises(ValueError, match=r"resources\.env_runners must be 0 or 1 with "
+                                         "backend='k8s'"):
+        check_run(k8s, TrainingSpec(resources=Resources(env_runners=2)))
+
+
+def test_train_flags_give_the_resources(capsys: pytest.CaptureFixture) -> None:
+    from lwmecps_rllib.cli import run_specs_from_args
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    args = train_cli.build_parser().parse_args(
+        ["--env-runners", "2", "--cpus-per-env-runner", "0.5", "--learners", "2",
+         "--cpus-per-learner", "0.25", "--gpus-per-learner", "0"])
+    _, training = run_specs_from_args(args)
+    assert training.resources == Resources(**DISTRIBUTED)
+    _, default = run_specs_from_args(train_cli.build_parser().parse_args([]))
+    assert (default.resources.env_runners, default.resources.learners) == (0, 0)
+    assert train_cli.main(["--learners", "-1"]) == 2
+    assert "resources.learners must be >= 0, got -1" in capsys.readouterr().err
+    assert train_cli.main(["--algo", "qlearning", "--learners", "2"]) == 2
+    assert "resources.learners must be at most 1" in capsys.readouterr().err
+
+
+def test_a_sweeps_resources_are_each_trials_placement_group() -> None:
+    from lwmecps_rllib.tune import sweep_from_dict
+    from lwmecps_rllib.tune.tuner import make_trainable
+
+    cfg = sweep_from_dict({"resources": {"cpu": 1, **DISTRIBUTED}})
+    assert cfg.training().resources == Resources(cpus=1.0, **DISTRIBUTED)
+    trainable = make_trainable(cfg)
+    # What Tune asks of the trainable for every trial (with its sampled parameters).
+    group = trainable.default_resource_request({"entropy_coeff": 0.01})
+    assert group.bundles == [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 0.5},
+                             {"CPU": 0.25}, {"CPU": 0.25}]
+    # Without remote workers the main process holds the learner: one bundle, `cpu` CPUs.
+    single = make_trainable(sweep_from_dict({"resources": {"cpu": 2}}))
+    assert single.default_resource_request({}).bundles == [{"CPU": 2.0}]
+
+
+@pytest.mark.parametrize(("resources", "message"), [
+    ({"env_runners": -1}, "resources.env_runners must be an integer >= 0, got -1"),
+    ({"cpus_per_env_runner": "1"}, "resources.cpus_per_env_runner must be a number >= 0"),
+    ({"gpus_per_learner": 2.5}, "resources.gpus_per_learner must be a fraction below 1"),
+    ({"gpu": 1}, "unknown key resources.gpu; allowed: ['cpu', 'env_runners'"),
+])
+def test_bad_sweep_resources_name_the_key(resources: dict, message: str) -> None:
+    from lwmecps_rllib.tune import SweepError, sweep_from_dict
+
+    with pytest.raises(SweepError) as err:
+        sweep_from_dict({"resources": resources})
+    assert message in str(err.value)
+
+
+def test_a_sweep_of_qlearning_refuses_two_learners() -> None:
+    from lwmecps_rllib.tune import SweepError, sweep_from_dict
+
+    with pytest.raises(SweepError, match=r"resources\.learners must be at most 1"):
+        sweep_from_dict({"algorithm": "qlearning", "preset": None,
+                         "search_space": {"epsilon": {"uniform": [0.01, 0.1]}},
+                         "resources": {"learners": 2}})
+
+
+def test_a_training_task_carries_the_resources() -> None:
+    from pydantic import ValidationError
+
+    from lwmecps_rllib.jobs import TrainingTask
+
+    task = TrainingTask(name="ppo-3", env_runners=2, cpus_per_env_runner=0.5, learners=2)
+    assert task.training_spec().resources == Resources(env_runners=2, cpus_per_env_runner=0.5,
+                                                       learners=2)
+    assert task.entrypoint().endswith("--output runs/jobs/ppo-3 --env-runners 2 "
+                                      "--cpus-per-env-runner 0.5 --learners 2")
+    with pytest.raises(ValidationError, match="env_runners"):
+        TrainingTask(name="x", env_runners=-1)
+    with pytest.raises(ValidationError, match=r"resources\.learners must be at most 1"):
+        TrainingTask(name="x", model_type="qlearning", learners=2)
+    with pytest.raises(ValidationError, match="learners: a sweep's trials take their"):
+        TrainingTask(name="x", sweep="tune_configs/smoke.yaml", learners=2)
