@@ -132,3 +132,119 @@ def test_a_training_task_carries_the_resources() -> None:
         TrainingTask(name="x", model_type="qlearning", learners=2)
     with pytest.raises(ValidationError, match="learners: a sweep's trials take their"):
         TrainingTask(name="x", sweep="tune_configs/smoke.yaml", learners=2)
+
+
+# --------------------------------------------------------------------------- on a local Ray
+# The shared Ray has 2 CPUs: the main process takes 1, so remote env runners and learners
+# reserve fractions of the other.
+ONE_RUNNER = {"env_runners": 1, "cpus_per_env_runner": 0.5}
+TWO_LEARNERS = {"learners": 2, "cpus_per_learner": 0.5}
+
+
+def distributed_algo(algo: str, resources: dict, *, params: dict | None = None,
+                     scenario: object = "testbed-4bs", num_envs: int = 4) -> object:
+    """A built algorithm of `algo` with `resources` (tiny settings of tests/test_algorithms)."""
+    from test_algorithms import SMALL
+
+    return build_config(TrainingSpec(algorithm=algo, params=params or SMALL[algo], seed=0,
+                                     resources=Resources(num_envs=num_envs, **resources)),
+                        "LWMECPSEnv3", EnvOptions(scenario=scenario)).build_algo()
+
+
+def learner_parameters(algo_obj: object) -> list[list[object]]:
+    """Every remote learner's module parameters."""
+    results = algo_obj.learner_group.foreach_learner(
+        lambda learner: [p.detach().clone() for p in learner.module["default_policy"].parameters()])
+    return [r.get() for r in results]
+
+
+def assert_runners_hold_the_learners_weights(algo_obj: object) -> None:
+    """Every remote env runner's module has the local learner's current weights."""
+    import torch
+
+    learner = algo_obj.learner_group._learner.module["default_policy"].state_dict()
+    runners = algo_obj.env_runner_group.foreach_env_runner(
+        lambda runner: runner.module.state_dict(), local_env_runner=False)
+    assert len(runners) == algo_obj.config.num_env_runners
+    for state in runners:
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), learner[key]), key
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_two_learners_hold_identical_weights_after_an_update(ray_session, algo: str) -> None:
+    import torch
+
+    algo_obj = distributed_algo(algo, TWO_LEARNERS)
+    try:
+        before = learner_parameters(algo_obj)
+        for _ in range(2):
+            result = algo_obj.train()
+        after = learner_parameters(algo_obj)
+    finally:
+        algo_obj.stop()
+    assert len(after) == 2
+    assert result["env_runners"]["num_env_steps_sampled_lifetime"] > 0
+    assert not all(torch.equal(a, b) for a, b in zip(before[0], after[0], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(after[0], after[1], strict=True))
+
+
+@pytest.mark.integration
+def test_ppo_with_a_remote_env_runner_learns_the_known_optimum(ray_session) -> None:
+    from test_algorithms import LEARN, tiny_scenario, train_until_optimal
+
+    params, budget = LEARN["ppo"]
+    sc = tiny_scenario()
+    algo_obj = distributed_algo("ppo", ONE_RUNNER, params=params, scenario=sc, num_envs=8)
+    module = algo_obj.learner_group._learner.module["default_policy"]
+    try:
+        learned, actions = train_until_optimal(
+            algo_obj, module, sc, budget,
+            after_iteration=lambda: assert_runners_hold_the_learners_weights(algo_obj))
+        sampled = algo_obj.env_runner_group.foreach_env_runner(
+            lambda runner: runner.num_env_steps_sampled_lifetime, local_env_runner=False)
+    finally:
+        algo_obj.stop()
+    assert learned, f"ppo did not learn [2, 2] within {budget} iterations: {actions}"
+    assert sampled[0] > 0  # the remote runner sampled
+
+
+@pytest.mark.integration
+def test_dqn_replays_the_remote_runners_episodes(ray_session) -> None:
+    algo_obj = distributed_algo("dqn", ONE_RUNNER)
+    try:
+        for _ in range(3):
+            result = algo_obj.train()
+            assert_runners_hold_the_learners_weights(algo_obj)
+        stored = algo_obj.replay.get_num_timesteps()
+    finally:
+        algo_obj.stop()
+    sampled = result["env_runners"]["num_env_steps_sampled_lifetime"]
+    assert stored == sampled == 3 * 64 * 4
+    assert result["learners"]["default_policy"]["td_loss"] > 0
+
+
+@pytest.mark.integration
+def test_qlearning_table_reaches_the_remote_runner(ray_session) -> None:
+    import numpy as np
+
+    from lwmecps_rllib.algorithms.inference import greedy_actions
+    from lwmecps_rllib.envs import make_env
+
+    env = make_env("LWMECPSEnv3", {})
+    obs = np.stack([env.reset(seed=s)[0] for s in range(16)])
+    algo_obj = distributed_algo("qlearning", ONE_RUNNER)
+    try:
+        for _ in range(3):
+            algo_obj.train()
+            assert_runners_hold_the_learners_weights(algo_obj)
+        module = algo_obj.learner_group._learner.module["default_policy"]
+        here = greedy_actions(module, obs)
+        there = algo_obj.env_runner_group.foreach_env_runner(
+            lambda runner: greedy_actions(runner.module, obs), local_env_runner=False)
+        filled = int((module.q != 0).sum())
+    finally:
+        algo_obj.stop()
+    assert filled > 0
+    np.testing.assert_array_equal(there[0], here)
