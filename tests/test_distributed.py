@@ -248,3 +248,61 @@ def test_qlearning_table_reaches_the_remote_runner(ray_session) -> None:
         algo_obj.stop()
     assert filled > 0
     np.testing.assert_array_equal(there[0], here)
+
+
+# --------------------------------------------------------------------------- checkpoints, resume
+TINY_PPO = ["--algo", "ppo", "--scenario", "testbed-4bs", "--num-envs", "4", "--no-eval",
+            "--param", "train_batch_size_per_learner=128", "--param", "minibatch_size=64",
+            "--param", "num_epochs=1"]
+
+
+class TrainingKilledError(Exception):
+    """Stands for a training killed mid-run."""
+
+
+def test_resume_refuses_what_would_change_or_lose_the_run(tmp_path, capsys) -> None:
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    assert train_cli.main(["--resume", "--output", str(tmp_path)]) == 2
+    assert "holds no run to continue (no run.json and checkpoint" in capsys.readouterr().err
+    assert train_cli.main(["--resume", "--overwrite", "--output", str(tmp_path)]) == 2
+    assert "--overwrite would replace it" in capsys.readouterr().err
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "rllib_checkpoint.json").write_text("{}")
+    (tmp_path / "run.json").write_text("{}")
+    assert train_cli.main(["--resume", "--algo", "dqn", "--output", str(tmp_path)]) == 2
+    assert "--algo: --resume continues the recorded run" in capsys.readouterr().err
+    assert train_cli.main(["--checkpoint-every", "0", "--output", str(tmp_path / "x")]) == 2
+    assert "--checkpoint-every must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(ray_session, tmp_path,
+                                                                  monkeypatch) -> None:
+    import json
+
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    out = tmp_path / "run"
+    progress = train_cli.progress
+
+    def dies_in_iteration_3(i: int, m: dict) -> None:
+        progress(i, m)
+        if i == 3:
+            raise TrainingKilledError
+
+    monkeypatch.setattr(train_cli, "progress", dies_in_iteration_3)
+    with pytest.raises(TrainingKilledError):
+        train_cli.main([*TINY_PPO, "--iterations", "5", "--checkpoint-every", "2",
+                        "--output", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [m["training_iteration"] for m in saved] == [1, 2]  # at most 2 iterations lost
+    monkeypatch.setattr(train_cli, "progress", progress)
+    assert train_cli.main(["--resume", "--iterations", "4", "--no-eval", "--output",
+                           str(out)]) == 0
+    history = json.loads((out / "metrics.json").read_text())
+    assert [m["training_iteration"] for m in history] == [1, 2, 3, 4]
+    assert history[:2] == saved  # appended, not replaced
+    steps = [m["env/env_steps_lifetime"] for m in history]
+    assert steps == [128, 256, 384, 512]  # the counters continue from the checkpoint
+    assert json.loads((out / "run.json").read_text())["training"]["budget"]["iterations"] == 4
