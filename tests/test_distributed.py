@@ -306,3 +306,96 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(ray_session, t
     steps = [m["env/env_steps_lifetime"] for m in history]
     assert steps == [128, 256, 384, 512]  # the counters continue from the checkpoint
     assert json.loads((out / "run.json").read_text())["training"]["budget"]["iterations"] == 4
+
+
+# --------------------------------------------------------------------------- two nodes
+@pytest.fixture
+def cluster():
+    """A Ray head (1 CPU) started by the test on free ports, the driver connected to it;
+    the test adds the other nodes. The shared local Ray, if running, is back after."""
+    import ray
+    from conftest import free_port, start_local_ray
+    from ray.cluster_utils import Cluster
+
+    had_ray = ray.is_initialized()
+    ray.shutdown()
+    head = Cluster(initialize_head=True, connect=True, head_node_args={
+        "num_cpus": 1, "gcs_server_port": free_port(), "include_dashboard": False,
+        "dashboard_agent_listen_port": free_port(),
+        # A lost node is known after 3 missed health checks a second apart (not ~15 s).
+        "_system_config": {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+                           "health_check_failure_threshold": 3}})
+    try:
+        yield head
+    finally:
+        ray.shutdown()
+        head.shutdown()
+        if had_ray:
+            start_local_ray()
+
+
+def runner_nodes(algo_obj: object) -> list[str]:
+    """The node id of every healthy remote env runner."""
+
+    def node_id(runner: object) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    return algo_obj.env_runner_group.foreach_env_runner(node_id, local_env_runner=False)
+
+
+def wait_until(condition: object, timeout_s: float, what: str) -> None:
+    """Poll `condition()` every 0.1 s until it holds; fail naming `what` after `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def node_alive(node_id: str) -> bool:
+    import ray
+
+    return any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes())
+
+
+TINY_PPO_PARAMS = {"train_batch_size_per_learner": 128, "minibatch_size": 64, "num_epochs": 1}
+
+
+@pytest.mark.integration
+def test_an_env_runner_samples_on_the_node_with_its_resource(cluster) -> None:
+    second = cluster.add_node(num_cpus=1, resources={"sampler": 1})
+    cluster.wait_for_nodes(timeout=30)
+    algo_obj = distributed_algo("ppo", {"env_runners": 1, "env_runner_resources": {"sampler": 1}},
+                                params=TINY_PPO_PARAMS, num_envs=2)
+    try:
+        assert runner_nodes(algo_obj) == [second.node_id]
+        result = algo_obj.train()
+    finally:
+        algo_obj.stop()
+    assert result["env_runners"]["num_env_steps_sampled"] == 128
+
+
+@pytest.mark.integration
+def test_a_training_goes_on_on_the_head_when_a_node_is_lost(cluster) -> None:
+    # The head has one CPU, the second node one: the two runners (1 CPU each) take one
+    # node each; the driver, with its local learner, reserves nothing outside Tune.
+    second = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes(timeout=30)
+    head_id = cluster.head_node.node_id
+    algo_obj = distributed_algo("ppo", {"env_runners": 2}, params=TINY_PPO_PARAMS, num_envs=2)
+    try:
+        assert sorted(runner_nodes(algo_obj)) == sorted([head_id, second.node_id])
+        algo_obj.train()
+        cluster.remove_node(second, allow_graceful=False)
+        wait_until(lambda: not node_alive(second.node_id), 30, "the node was not lost")
+        results = [algo_obj.train() for _ in range(3)]
+        healthy = runner_nodes(algo_obj)
+    finally:
+        algo_obj.stop()
+    assert healthy == [head_id]
+    assert all(r["env_runners"]["num_env_steps_sampled"] >= 128 for r in results[1:])
+    assert results[-1]["env_runners"]["num_env_steps_sampled_lifetime"] >= 4 * 128
