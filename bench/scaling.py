@@ -15,6 +15,7 @@ takes half the batch and minibatches of 128). Every timing is the median of
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -86,9 +87,11 @@ def update_time(scenario: str, learners: int, episodes: list[Any], epochs: int,
     params = {"train_batch_size_per_learner": batch // per, "minibatch_size": 256 // per,
               "num_epochs": epochs}
     algo = build(scenario, params, learners=learners)
+    # A local learner's connectors extend the episodes in place: each update gets a copy.
+    copies = [copy.deepcopy(episodes) for _ in range(repeats + 1)]
     try:
         def update() -> None:
-            algo.learner_group.update(episodes=episodes, num_epochs=epochs,
+            algo.learner_group.update(episodes=copies.pop(), num_epochs=epochs,
                                       minibatch_size=256 // per, shuffle_batch_per_epoch=True)
 
         seconds, _ = median_time(update, repeats)
