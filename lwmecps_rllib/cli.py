@@ -134,11 +134,34 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch threads of the training process (default 1: the networks "
                              "are small; 0 keeps torch's default of one per core)")
+    parser.add_argument("--env-runners", type=int, default=None, metavar="N",
+                        help="remote env runners sampling side by side (default 0: sample "
+                             "in the training process)")
+    parser.add_argument("--cpus-per-env-runner", type=float, default=None, metavar="X",
+                        help="CPUs reserved per remote env runner (default 1)")
+    parser.add_argument("--learners", type=int, default=None, metavar="N",
+                        help="remote learners splitting each batch, gradients averaged by "
+                             "torch DDP (default 0: learn in the training process)")
+    parser.add_argument("--cpus-per-learner", type=float, default=None, metavar="X",
+                        help="CPUs reserved per learner (default: 1 without GPUs, else 0)")
+    parser.add_argument("--gpus-per-learner", type=float, default=None, metavar="X",
+                        help="GPUs per learner (default 0)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="training iterations (default 20, or unbounded with "
                              "--max-env-steps / --episodes)")
     parser.add_argument("--max-env-steps", type=int, default=None, help="stop after N env steps")
     parser.add_argument("--episodes", type=int, default=None, help="stop after N episodes")
+
+
+#: The :class:`Resources` fields `train` has a flag for (`--env-runners`, ...).
+RESOURCE_FLAGS = ("env_runners", "cpus_per_env_runner", "learners", "cpus_per_learner",
+                  "gpus_per_learner")
+
+
+def resource_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`Resources` fields the resource flags given set (unset ones left out)."""
+    return {name: getattr(args, name) for name in RESOURCE_FLAGS
+            if getattr(args, name, None) is not None}
 
 
 def training_from_args(args: argparse.Namespace, params: dict[str, Any] | None = None
@@ -153,7 +176,8 @@ def training_from_args(args: argparse.Namespace, params: dict[str, Any] | None =
         "params": {**(params or {}), **parse_params(args.param)},
         "seed": args.seed,
         "resources": Resources.parse({"num_envs": args.num_envs,
-                                      "torch_threads": args.torch_threads or None}),
+                                      "torch_threads": args.torch_threads or None,
+                                      **resource_flags(args)}),
         "budget": Budget.parse({"iterations": args.iterations, "env_steps": args.max_env_steps,
                                 "episodes": args.episodes}),
     })

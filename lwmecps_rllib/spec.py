@@ -182,7 +182,15 @@ class EnvOptions(Spec):
 
 
 class Resources(Spec):
-    """What one training uses."""
+    """What one training uses: its env runners and learners, and their CPUs and GPUs.
+
+    With `env_runners=0` the training samples in its own process; with `learners=0` it
+    learns there. More env runners sample side by side (on any node of the Ray
+    cluster); more learners split each batch and average their gradients (torch DDP:
+    gloo on CPUs, NCCL on GPUs). Ray reserves `cpus` (or the learner's share, when it
+    is larger and `learners=0`) for the main process, and each runner's and learner's
+    own CPUs, GPUs and custom resources (Tune: one placement group per trial).
+    """
 
     error_prefix: ClassVar[str] = "resources"
 
@@ -194,6 +202,47 @@ class Resources(Spec):
     torch_threads: int | None = Field(1, ge=1)
     """Torch intra-op threads of the training process (None: torch's default, one per
     core). The networks are small: one thread trains faster on 2 cores."""
+    env_runners: int = Field(0, ge=0, le=1024)
+    """Remote env runners (Ray actors) sampling side by side; 0: sample in the main
+    process."""
+    cpus_per_env_runner: float = Field(1.0, ge=0)
+    """CPUs reserved per remote env runner (a fraction packs several on one CPU)."""
+    gpus_per_env_runner: float = Field(0.0, ge=0)
+    """GPUs reserved per remote env runner (the envs are CPU-bound: 0)."""
+    env_runner_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources per remote env runner, e.g. `{"sampler": 1}` to place the
+    runners on the nodes that offer `sampler`."""
+    learners: int = Field(0, ge=0, le=256)
+    """Remote learners (Ray actors, one DDP rank each); 0: learn in the main process."""
+    cpus_per_learner: float | None = Field(None, ge=0)
+    """CPUs reserved per learner (None: RLlib's `auto`, 1 without GPUs, else 0)."""
+    gpus_per_learner: float = Field(0.0, ge=0)
+    """GPUs per learner (a fraction below 1 shares one GPU; above 1 a whole number)."""
+
+    @field_validator("env_runner_resources")
+    @classmethod
+    def _custom(cls, v: dict[str, float]) -> dict[str, float]:
+        reserved = sorted(k for k in v if k in ("CPU", "GPU", "memory"))
+        bad = sorted(k for k, x in v.items() if not 0 < x <= 1e6)
+        if reserved:
+            raise ValueError(f"must name custom resources only (use cpus_per_env_runner "
+                             f"and gpus_per_env_runner), got {reserved[0]!r}")
+        if bad:
+            raise ValueError(f"must map resource names to numbers > 0, got "
+                             f"{bad[0]}={v[bad[0]]!r}")
+        return v
+
+    @field_validator("gpus_per_learner", "gpus_per_env_runner")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(f"must be a fraction below 1 or a whole number, got {v!r}")
+        return v
+
+    @property
+    def distributed(self) -> bool:
+        """Whether sampling or learning runs outside the main process."""
+        return self.env_runners > 0 or self.learners > 0
 
 
 class Budget(Spec):
@@ -238,12 +287,17 @@ def check_run(options: EnvOptions, training: TrainingSpec) -> None:
     """The checks that involve the env and the training together.
 
     Raises:
-        ValueError: more than one env per runner on a real cluster (it is one cluster).
+        ValueError: more than one env on a real cluster (it is one cluster): more than
+            one per runner, or more than one remote env runner.
     """
     n = training.resources.num_envs
     if options.backend == "k8s" and n not in (None, 1):
         raise ValueError(f"resources.num_envs must be 1 with backend='k8s' (one cluster), "
                          f"got {n}")
+    runners = training.resources.env_runners
+    if options.backend == "k8s" and runners > 1:
+        raise ValueError(f"resources.env_runners must be 0 or 1 with backend='k8s' (one "
+                         f"cluster), got {runners}")
 
 
 #: The file in a checkpoint folder that records the env options it was trained with.

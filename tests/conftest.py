@@ -115,13 +115,20 @@ def scenario_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for all integration tests of a pytest run (2 CPUs, no dashboard)."""
+def start_local_ray() -> None:
+    """The integration tests' local Ray (2 CPUs, no dashboard), unless one is running."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for all integration tests of a pytest run (:func:`start_local_ray`)."""
+    import ray
+
+    start_local_ray()
     yield ray
     ray.shutdown()
 

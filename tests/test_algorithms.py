@@ -162,18 +162,34 @@ LEARN = {
 @pytest.mark.parametrize(("algo", "costs"), [(a, False) for a in ALGOS]
                          + [("dqn", True), ("qlearning", True)])
 def test_learns_the_known_optimum(ray_session, algo: str, costs: bool) -> None:
-    from lwmecps_rllib.algorithms.inference import greedy_actions
-    from lwmecps_rllib.envs import make_env
-
     params, budget = LEARN[algo]
     params = {**params, "action_costs": True} if costs else params
     sc = tiny_scenario()
     algo_obj = build_config(algo, scenario=sc, params=params, seed=0, num_envs=8).build_algo()
-    env = make_env("LWMECPSEnv3", {"scenario": sc})
     module = algo_obj.learner_group._learner.module["default_policy"]
-    learned = False
+    try:
+        learned, actions = train_until_optimal(algo_obj, module, sc, budget)
+    finally:
+        algo_obj.stop()
+    assert learned, f"{algo} did not learn [2, 2] within {budget} iterations: {actions}"
+
+
+def train_until_optimal(algo_obj: object, module: object, sc: Scenario, budget: int,
+                        after_iteration: object = None) -> tuple[bool, list]:
+    """Train until the greedy policy of `module` keeps [2, 2] on the tiny scenario (its
+    optimum), at most `budget` iterations; (learned, the last greedy actions).
+
+    `after_iteration()`, when given, is called after each iteration.
+    """
+    from lwmecps_rllib.algorithms.inference import greedy_actions
+    from lwmecps_rllib.envs import make_env
+
+    env = make_env("LWMECPSEnv3", {"scenario": sc})
+    actions: list = []
     for _ in range(budget):
         algo_obj.train()
+        if after_iteration is not None:
+            after_iteration()
         obs, _ = env.reset(seed=1)
         actions = []
         for _ in range(4):
@@ -181,10 +197,8 @@ def test_learns_the_known_optimum(ray_session, algo: str, costs: bool) -> None:
             actions.append(a.tolist())
             obs, *_ = env.step(a)
         if all(a == [2, 2] for a in actions):
-            learned = True
-            break
-    algo_obj.stop()
-    assert learned, f"{algo} did not learn [2, 2] within {budget} iterations: {actions}"
+            return True, actions
+    return False, actions
 
 
 @pytest.mark.integration

@@ -406,3 +406,24 @@ def test_controller_runs_as_its_account_bound_to_the_backends_roles_with_its_con
     assert options.mode == "shadow" and options.policy_url.endswith(":8000")
     assert container["ports"][0]["containerPort"] == options.metrics_port
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_ray_workers_offer_the_cpus_their_pods_reserve():
+    """Ray schedules env runners, learners and trials by what each worker declares: it must
+    be the pod's CPU request (and limit), and the group must scale to zero and back."""
+    groups = [(path, g) for path, _, d in DOCS if d["kind"] == "RayCluster"
+              for g in d["spec"]["workerGroupSpecs"]]
+    assert groups
+    for path, group in groups:
+        resources = group["template"]["spec"]["containers"][0]["resources"]
+        declared = group["rayStartParams"].get("num-cpus")
+        assert declared is not None, f"{path}: {group['groupName']} declares no num-cpus"
+        assert float(declared) == float(resources["requests"]["cpu"]) == float(
+            resources["limits"]["cpu"]), path
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], path
+    cluster = next(d for p, _, d in DOCS
+                   if p == "k8s/raycluster.yaml" and d["kind"] == "RayCluster")
+    cpus = sum(float(g["rayStartParams"]["num-cpus"]) * g["maxReplicas"]
+               for g in cluster["spec"]["workerGroupSpecs"])
+    assert cpus == 64  # the size docs/kuberay.md plans for
+    assert cluster["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] >= 60

@@ -100,12 +100,12 @@ def build_config(training: TrainingSpec | str, env: str = "LWMECPSEnv3",
                and options.scenario_family is None)
     n = training.resources.num_envs or (1 if options.backend == "k8s" else 16 if batched else 4)
     config.environment(env, env_config=options.to_env_config())
-    config.env_runners(num_env_runners=0, num_envs_per_env_runner=n,
+    config.env_runners(num_envs_per_env_runner=n,
                        gym_env_vectorize_mode="vector_entry_point" if batched else "sync")
+    apply_resources(config, training)
     if options.backend == "k8s":  # an env whose step raises is made anew, not the run lost
         config.fault_tolerance(restart_failed_sub_environments=True)
     config.debugging(seed=training.seed)
-    config.resources(num_cpus_for_main_process=training.resources.cpus)
     try:
         config.training(**training.params)
     except TypeError as exc:
@@ -115,3 +115,41 @@ def build_config(training: TrainingSpec | str, env: str = "LWMECPSEnv3",
     if training.model:
         config.rl_module(model_config={**config._model_config, **training.model})
     return config
+
+
+def check_learners(training: TrainingSpec) -> None:
+    """Refuse more learners than the algorithm supports (its config's `max_learners`).
+
+    Raises:
+        ValueError: naming `resources.learners`, the algorithm and its limit.
+    """
+    limit = getattr(get_algorithm_class(training.algorithm).get_default_config(),
+                    "max_learners", None)
+    n = training.resources.learners
+    if limit is not None and n > limit:
+        raise ValueError(f"resources.learners must be at most {limit} for "
+                         f"{canonical_name(training.algorithm)}, got {n}")
+
+
+def apply_resources(config: AlgorithmConfig, training: TrainingSpec) -> None:
+    """Set the env runners, learners and their resources of `training` on `config`.
+
+    Remote env runners are restarted when they fail (their node lost, say), and the
+    training goes on with the others meanwhile.
+
+    Raises:
+        ValueError: more learners than the algorithm supports.
+    """
+    check_learners(training)
+    r = training.resources
+    config.env_runners(num_env_runners=r.env_runners,
+                       num_cpus_per_env_runner=r.cpus_per_env_runner,
+                       num_gpus_per_env_runner=r.gpus_per_env_runner,
+                       custom_resources_per_env_runner=dict(r.env_runner_resources))
+    config.learners(num_learners=r.learners,
+                    num_cpus_per_learner="auto" if r.cpus_per_learner is None
+                    else r.cpus_per_learner,
+                    num_gpus_per_learner=r.gpus_per_learner)
+    config.resources(num_cpus_for_main_process=r.cpus)
+    if r.env_runners:
+        config.fault_tolerance(restart_failed_env_runners=True)

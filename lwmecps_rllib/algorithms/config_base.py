@@ -9,7 +9,7 @@ naming it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -57,6 +57,9 @@ class LWMECPSAlgorithmConfig(AlgorithmConfig):
     range for PPO). Values are checked when set, so a bad one fails before anything is
     built, with a message naming the parameter.
     """
+
+    max_learners: ClassVar[int | None] = None
+    """Most learners the algorithm trains correctly with (None: any number)."""
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class)

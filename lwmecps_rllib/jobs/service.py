@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from lwmecps_rllib.cli import RESOURCE_FLAGS
 from lwmecps_rllib.envs.names import ENV_NAMES
 from lwmecps_rllib.spec import EnvOptions, TrainingSpec
 
@@ -92,6 +93,17 @@ class TrainingTask(BaseModel):
     preset: Literal["recommended"] | None = Field(
         None, description="Start from the algorithm's recommended settings on the scenario "
                           "(`lwmecps_rllib.presets`); `parameters` override them.")
+    env_runners: int | None = Field(None, ge=0, description="Remote env runners of the "
+                                                            "training (null: 0, sample in "
+                                                            "the entry point).")
+    cpus_per_env_runner: float | None = Field(None, ge=0, description="CPUs per env runner "
+                                                                      "(null: 1).")
+    learners: int | None = Field(None, ge=0, description="Remote learners (torch DDP; null: "
+                                                         "0, learn in the entry point).")
+    cpus_per_learner: float | None = Field(None, ge=0, description="CPUs per learner (null: "
+                                                                   "1 without GPUs, else 0).")
+    gpus_per_learner: float | None = Field(None, ge=0, description="GPUs per learner "
+                                                                   "(null: 0).")
 
     @field_validator("name")
     @classmethod
@@ -124,11 +136,17 @@ class TrainingTask(BaseModel):
     def _specs(self) -> TrainingTask:
         if self.sweep and self.overwrite:
             raise ValueError("overwrite: a sweep's folder is never overwritten (false with sweep)")
+        given = sorted(self.resource_fields())
+        if self.sweep and given:
+            raise ValueError(f"{given[0]}: a sweep's trials take their resources from the "
+                             f"sweep file's `resources` (null with sweep)")
         if not self.sweep:
             from lwmecps_rllib.algorithms import get_algorithm_class
+            from lwmecps_rllib.algorithms.catalog import check_learners
 
             self.env_options()
             spec = self.training_spec()
+            check_learners(spec)
             try:  # the algorithm's own checks, before anything is submitted
                 get_algorithm_class(spec.algorithm).get_default_config().training(**spec.params)
             except TypeError as exc:
@@ -148,7 +166,13 @@ class TrainingTask(BaseModel):
         """
         return TrainingSpec.parse({"algorithm": self.model_type,
                                    "params": dict(self.parameters), "seed": self.seed,
+                                   "resources": self.resource_fields(),
                                    "budget": {"episodes": self.total_episodes}})
+
+    def resource_fields(self) -> dict[str, Any]:
+        """The training's resources the task sets (`train`'s flags of the same names)."""
+        return {name: getattr(self, name) for name in RESOURCE_FLAGS
+                if getattr(self, name) is not None}
 
     def entrypoint(self, python: str = "python") -> str:
         """The shell command the job runs."""
@@ -164,6 +188,8 @@ class TrainingTask(BaseModel):
                 args += ["--preset", self.preset]
             if self.overwrite:
                 args.append("--overwrite")
+            for name, value in self.resource_fields().items():
+                args += [f"--{name.replace('_', '-')}", str(value)]
             for key, value in sorted(self.parameters.items()):
                 args += ["--param", f"{key}={json.dumps(value)}"]
         return shlex.join(args)

@@ -20,6 +20,7 @@ from lwmecps_rllib.algorithms.inference import TrainedPolicy
 from lwmecps_rllib.algorithms.metrics import flat_metrics
 from lwmecps_rllib.spec import (
     ENV_OPTIONS_FILE,
+    Budget,
     EnvOptions,
     TrainingSpec,
     observation_options,
@@ -99,49 +100,76 @@ def save_atomic(algo: Algorithm, path: str | Path) -> Path:
 
 
 def train(training: TrainingSpec, env: str = "LWMECPSEnv3", options: EnvOptions | None = None,
-          on_iteration: Callable[[int, dict[str, float]], None] | None = None
+          on_iteration: Callable[[int, dict[str, float]], None] | None = None, *,
+          resume_from: str | Path | None = None,
+          history: list[dict[str, float]] | None = None,
+          checkpoint_every: int | None = None,
+          on_checkpoint: Callable[[Algorithm, list[dict[str, float]]], None] | None = None,
           ) -> tuple[Algorithm, list[dict[str, float]]]:
     """Build the spec's algorithm on `env` and train it until its budget is spent.
 
     Args:
         training: Algorithm, hyper-parameters, seed, resources (torch threads of this
-            process, where the env runner and the learner run) and budget (iterations,
-            env steps, episodes: the first reached stops).
+            process, env runners, learners) and budget (iterations, env steps, episodes
+            of the whole run: the first reached stops).
         env: Env name.
         options: The env's options (its trace is the training day, `a` by default).
         on_iteration: Called with (iteration, metrics) after each iteration.
+        resume_from: A checkpoint of this run to continue from: its weights, optimizer
+            and counters (iterations, env steps, episodes) are restored, and the budget
+            counts them. DQN's replay buffer is not in a checkpoint: it refills.
+        history: The metrics of the iterations before `resume_from` (those after the
+            checkpoint's iteration are dropped); the new ones are appended.
+        checkpoint_every: Call `on_checkpoint(algo, history)` every this many
+            iterations (by the run's iteration count).
+        on_checkpoint: What saves a checkpoint (e.g. the run folder's).
 
     Returns:
         The trained algorithm and the per-iteration metrics (fixed names, see
         :func:`lwmecps_rllib.algorithms.metrics.flat_metrics`, plus `time/...`).
+
+    Raises:
+        ValueError: `checkpoint_every` below 1, or without `on_checkpoint`.
     """
+    if checkpoint_every is not None and (checkpoint_every < 1 or on_checkpoint is None):
+        raise ValueError(f"checkpoint_every must be an integer >= 1 with on_checkpoint, "
+                         f"got {checkpoint_every!r}")
     threads = training.resources.torch_threads
     if threads is not None:
         torch.set_num_threads(threads)
     config = build_config(training, env, options)
     ensure_ray()
     algo = config.build_algo()
-    budget = training.budget
-    history: list[dict[str, float]] = []
+    if resume_from is not None:
+        algo.restore_from_path(str(resume_from))
+    history = [m for m in history or [] if m["training_iteration"] <= algo.iteration]
     t0 = time.perf_counter()
-    for i in range(budget.max_iterations):
+    while not budget_spent(training.budget, algo.iteration, history[-1] if history else None):
         t1 = time.perf_counter()
-        result = algo.train()
-        m = flat_metrics(result)
+        m = flat_metrics(algo.train())
         steps = m["env/env_steps_lifetime"] - (history[-1]["env/env_steps_lifetime"]
                                                if history else 0.0)
         m["time/iteration_s"] = time.perf_counter() - t1
         m["time/total_s"] = time.perf_counter() - t0
         m["time/env_steps_per_s"] = steps / max(m["time/iteration_s"], 1e-9)
-        m["training_iteration"] = float(i + 1)
+        m["training_iteration"] = float(algo.iteration)
         history.append(m)
         if on_iteration:
-            on_iteration(i + 1, m)
-        if budget.env_steps is not None and m["env/env_steps_lifetime"] >= budget.env_steps:
-            break
-        if budget.episodes is not None and m["env/episodes_lifetime"] >= budget.episodes:
-            break
+            on_iteration(algo.iteration, m)
+        if checkpoint_every is not None and algo.iteration % checkpoint_every == 0:
+            on_checkpoint(algo, history)
     return algo, history
+
+
+def budget_spent(budget: Budget, iteration: int, last: dict[str, float] | None) -> bool:
+    """Whether a run at `iteration`, whose last iteration's metrics are `last`, is done."""
+    if iteration >= budget.max_iterations:
+        return True
+    if last is None:
+        return False
+    return ((budget.env_steps is not None and last["env/env_steps_lifetime"] >= budget.env_steps)
+            or (budget.episodes is not None
+                and last["env/episodes_lifetime"] >= budget.episodes))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, env: str, options: EnvOptions,

@@ -52,6 +52,9 @@ NonNegativeInt = Annotated[_Int, Field(ge=0), must("an integer >= 0")]
 #: The range of `EnvOptions.load_jitter`; the phrase says it up front.
 Jitter = Annotated[StrictNumber, must("a number in [0, 1)")]
 PositiveNumber = Annotated[StrictNumber, Field(gt=0), must("a number > 0")]
+NonNegativeNumber = Annotated[StrictNumber, Field(ge=0), must("a number >= 0")]
+OptionalNonNegativeNumber = Annotated[Annotated[StrictNumber, Field(ge=0)] | None,
+                                      must("a number >= 0 or null")]
 NumberAboveOne = Annotated[StrictNumber, Field(gt=1), must("> 1")]
 Flag = Annotated[bool, Strict(), must("True or False")]
 Text = Annotated[str, Strict(), must("a string")]

@@ -21,7 +21,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,9 +35,11 @@ from lwmecps_rllib.tune.fields import (
     Mode,
     Names,
     NonNegativeInt,
+    NonNegativeNumber,
     NumberAboveOne,
     OptionalCount,
     OptionalInt,
+    OptionalNonNegativeNumber,
     PositiveNumber,
     ResultKey,
     Scheduler,
@@ -54,8 +55,6 @@ from lwmecps_rllib.tune.validate import check_sweep
 STOP_KEYS = {"training_iteration": "training_iteration",
              "env_steps": "num_env_steps_sampled_lifetime",
              "time_s": "time_total_s"}
-#: Resources per trial a sweep file may set.
-RESOURCE_KEYS = ("cpu",)
 
 
 class _Section(BaseModel):
@@ -96,6 +95,35 @@ class CheckpointSettings(_Section):
     """Checkpoint every N iterations (and always at the end)."""
     num_to_keep: Count = 2
     """Checkpoints kept per trial."""
+
+
+class ResourceSettings(_Section):
+    """What each trial uses; Tune reserves it as one placement group per trial (the
+    main process, each env runner and each learner a bundle), so trials pack onto the
+    cluster's nodes by what they really need."""
+
+    cpu: PositiveNumber = 1
+    """CPUs of the trial's main process (where it samples with `env_runners: 0` and
+    learns with `learners: 0`)."""
+    env_runners: NonNegativeInt = 0
+    """Remote env runners per trial, sampling side by side."""
+    cpus_per_env_runner: NonNegativeNumber = 1
+    """CPUs reserved per env runner."""
+    gpus_per_env_runner: NonNegativeNumber = 0
+    """GPUs reserved per env runner."""
+    env_runner_resources: dict[str, PositiveNumber] = Field(default_factory=dict)
+    """Custom Ray resources per env runner (places them on the nodes offering them)."""
+    learners: NonNegativeInt = 0
+    """Remote learners per trial (torch DDP); 0: learn in the main process."""
+    cpus_per_learner: OptionalNonNegativeNumber = None
+    """CPUs reserved per learner (null: 1 without GPUs, else 0)."""
+    gpus_per_learner: NonNegativeNumber = 0
+    """GPUs per learner."""
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The :class:`~lwmecps_rllib.spec.Resources` fields these settings give."""
+        out = self.model_dump(exclude={"cpu"})
+        return {"cpus": float(self.cpu), **out}
 
 
 class EvaluationSettings(_Section):
@@ -182,8 +210,8 @@ class SweepConfig(_Section):
     from the section's own defaults, ASHA)."""
     stop: dict[str, PositiveNumber] = Field(default_factory=lambda: {"env_steps": 1000000})
     """Stop criteria (any reached ends a trial): `training_iteration`, `env_steps`, `time_s`."""
-    resources: dict[str, PositiveNumber] = Field(default_factory=lambda: {"cpu": 1})
-    """Resources per trial: `cpu`."""
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    """Resources per trial: the main process's CPUs, env runners, learners."""
     metric: ResultKey = "env_runners/episode_return_mean"
     """Result key to optimise."""
     mode: Mode = "max"
@@ -201,15 +229,15 @@ class SweepConfig(_Section):
     register_model: Flag = Field(default=True, alias="register")
     """`register` in the file: register the best checkpoint in the model registry."""
 
-    @field_validator("stop", "resources")
+    @field_validator("stop")
     @classmethod
-    def _known_keys(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        allowed = list(STOP_KEYS if info.field_name == "stop" else RESOURCE_KEYS)
-        if not value and info.field_name == "stop":
+    def _known_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        allowed = list(STOP_KEYS)
+        if not value:
             raise SweepError(f"stop must name at least one of {allowed}")
         unknown = sorted(set(value) - set(allowed))
         if unknown:
-            raise SweepError(f"unknown key {info.field_name}.{unknown[0]}; allowed: {allowed}")
+            raise SweepError(f"unknown key stop.{unknown[0]}; allowed: {allowed}")
         return value
 
     @model_validator(mode="after")
@@ -253,7 +281,7 @@ class SweepConfig(_Section):
         return TrainingSpec.parse({
             "algorithm": self.algorithm, "params": params, "model": self.model,
             "seed": self.seed, "resources": {"num_envs": self.num_envs,
-                                            "cpus": float(self.resources.get("cpu", 1))}})
+                                            **self.resources.spec_fields()}})
 
     def evaluation_options(self) -> EnvOptions:
         """The env options of the best trial's evaluation (the simulator, its trace)."""

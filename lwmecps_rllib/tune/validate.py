@@ -30,9 +30,13 @@ def check_sweep(cfg: SweepConfig) -> None:
         SweepError: naming the first bad key.
         ValueError: from the backend or augmentation check (naming the key).
     """
+    from lwmecps_rllib.algorithms.catalog import check_learners
+
     algo_cls = check_names(cfg)
     check_backend(cfg)
-    check_run(cfg.env_options(), cfg.training())
+    training = cfg.training()
+    check_run(cfg.env_options(), training)
+    check_learners(training)
     check_parameters(cfg, algo_cls)
     check_search(cfg)
     check_scheduler(cfg)

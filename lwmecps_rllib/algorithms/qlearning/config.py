@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -29,6 +29,10 @@ class QLearningConfig(FactorisedQConfig):
         >>> config = (QLearningConfig().environment("LWMECPSEnv3")
         ...           .training(learning_rate=0.1, discount_factor=0.9, epsilon=0.05, bins=10))
     """
+
+    max_learners: ClassVar[int | None] = 1
+    """One learner: its SGD step is the exact tabular update only over the whole batch
+    (DDP would average each entry's update with the other learners' zero gradients)."""
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or QLearning)

@@ -1,0 +1,401 @@
+"""One training across Ray workers: resources in the run spec (no Ray), then our algorithms
+with remote env runners and two learners, checkpoints and resume, and a two-node cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from lwmecps_rllib.algorithms import build_config
+from lwmecps_rllib.spec import EnvOptions, Resources, TrainingSpec, check_run
+
+DISTRIBUTED = {"env_runners": 2, "cpus_per_env_runner": 0.5, "learners": 2,
+               "cpus_per_learner": 0.25, "gpus_per_learner": 0.0}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"env_runners": -1}, "resources.env_runners must be >= 0, got -1"),
+    ({"env_runners": 1.5}, "resources.env_runners must be an integer, got 1.5"),
+    ({"learners": -2}, "resources.learners must be >= 0, got -2"),
+    ({"cpus_per_env_runner": -0.5}, "resources.cpus_per_env_runner must be >= 0"),
+    ({"cpus_per_learner": -1}, "resources.cpus_per_learner must be >= 0"),
+    ({"gpus_per_learner": 1.5},
+     "resources.gpus_per_learner must be a fraction below 1 or a whole number, got 1.5"),
+    ({"env_runner_resources": {"CPU": 1}},
+     "resources.env_runner_resources must name custom resources only"),
+    ({"env_runner_resources": {"sampler": 0}},
+     "resources.env_runner_resources must map resource names to numbers > 0, got sampler=0"),
+    ({"env_runnrs": 1}, "unknown key resources.env_runnrs; allowed: ['num_envs'"),
+])
+def test_bad_resources_name_the_field(data: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        TrainingSpec.parse({"resources": data})
+    assert message in str(err.value)
+
+
+def test_resources_reach_the_algorithm_config() -> None:
+    config = build_config(TrainingSpec(algorithm="ppo", resources=Resources(
+        **DISTRIBUTED, cpus=0.5, env_runner_resources={"sampler": 1})))
+    assert (config.num_env_runners, config.num_cpus_per_env_runner) == (2, 0.5)
+    assert config.custom_resources_per_env_runner == {"sampler": 1}
+    assert (config.num_learners, config.num_cpus_per_learner) == (2, 0.25)
+    assert config.num_gpus_per_learner == 0 and config.num_cpus_for_main_process == 0.5
+    assert config.restart_failed_env_runners
+    local = build_config("dqn")
+    assert (local.num_env_runners, local.num_learners, local.num_cpus_per_learner) == (
+        0, 0, "auto")
+
+
+def test_qlearning_refuses_more_than_one_learner() -> None:
+    build_config(TrainingSpec(algorithm="qlearning", resources=Resources(learners=1)))
+    with pytest.raises(ValueError, match=r"resources\.learners must be at most 1 for "
+                                         "lwmecps-qlearning, got 2"):
+        build_config(TrainingSpec(algorithm="qlearning", resources=Resources(learners=2)))
+
+
+def test_a_real_cluster_takes_one_remote_env_runner_at_most() -> None:
+    k8s = EnvOptions(backend="k8s")
+    check_run(k8s, TrainingSpec(resources=Resources(env_runners=1)))
+    with pytest.raises(ValueError, match=r"resources\.env_runners must be 0 or 1 with "
+                                         "backend='k8s'"):
+        check_run(k8s, TrainingSpec(resources=Resources(env_runners=2)))
+
+
+def test_train_flags_give_the_resources(capsys: pytest.CaptureFixture) -> None:
+    from lwmecps_rllib.cli import run_specs_from_args
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    args = train_cli.build_parser().parse_args(
+        ["--env-runners", "2", "--cpus-per-env-runner", "0.5", "--learners", "2",
+         "--cpus-per-learner", "0.25", "--gpus-per-learner", "0"])
+    _, training = run_specs_from_args(args)
+    assert training.resources == Resources(**DISTRIBUTED)
+    _, default = run_specs_from_args(train_cli.build_parser().parse_args([]))
+    assert (default.resources.env_runners, default.resources.learners) == (0, 0)
+    assert train_cli.main(["--learners", "-1"]) == 2
+    assert "resources.learners must be >= 0, got -1" in capsys.readouterr().err
+    assert train_cli.main(["--algo", "qlearning", "--learners", "2"]) == 2
+    assert "resources.learners must be at most 1" in capsys.readouterr().err
+
+
+def test_a_sweeps_resources_are_each_trials_placement_group() -> None:
+    from lwmecps_rllib.tune import sweep_from_dict
+    from lwmecps_rllib.tune.tuner import make_trainable
+
+    cfg = sweep_from_dict({"resources": {"cpu": 1, **DISTRIBUTED}})
+    assert cfg.training().resources == Resources(cpus=1.0, **DISTRIBUTED)
+    trainable = make_trainable(cfg)
+    # What Tune asks of the trainable for every trial (with its sampled parameters).
+    group = trainable.default_resource_request({"entropy_coeff": 0.01})
+    assert group.bundles == [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 0.5},
+                             {"CPU": 0.25}, {"CPU": 0.25}]
+    # Without remote workers the main process holds the learner: one bundle, `cpu` CPUs.
+    single = make_trainable(sweep_from_dict({"resources": {"cpu": 2}}))
+    assert single.default_resource_request({}).bundles == [{"CPU": 2.0}]
+
+
+@pytest.mark.parametrize(("resources", "message"), [
+    ({"env_runners": -1}, "resources.env_runners must be an integer >= 0, got -1"),
+    ({"cpus_per_env_runner": "1"}, "resources.cpus_per_env_runner must be a number >= 0"),
+    ({"gpus_per_learner": 2.5}, "resources.gpus_per_learner must be a fraction below 1"),
+    ({"gpu": 1}, "unknown key resources.gpu; allowed: ['cpu', 'env_runners'"),
+])
+def test_bad_sweep_resources_name_the_key(resources: dict, message: str) -> None:
+    from lwmecps_rllib.tune import SweepError, sweep_from_dict
+
+    with pytest.raises(SweepError) as err:
+        sweep_from_dict({"resources": resources})
+    assert message in str(err.value)
+
+
+def test_a_sweep_of_qlearning_refuses_two_learners() -> None:
+    from lwmecps_rllib.tune import SweepError, sweep_from_dict
+
+    with pytest.raises(SweepError, match=r"resources\.learners must be at most 1"):
+        sweep_from_dict({"algorithm": "qlearning", "preset": None,
+                         "search_space": {"epsilon": {"uniform": [0.01, 0.1]}},
+                         "resources": {"learners": 2}})
+
+
+def test_a_training_task_carries_the_resources() -> None:
+    from pydantic import ValidationError
+
+    from lwmecps_rllib.jobs import TrainingTask
+
+    task = TrainingTask(name="ppo-3", env_runners=2, cpus_per_env_runner=0.5, learners=2)
+    assert task.training_spec().resources == Resources(env_runners=2, cpus_per_env_runner=0.5,
+                                                       learners=2)
+    assert task.entrypoint().endswith("--output runs/jobs/ppo-3 --env-runners 2 "
+                                      "--cpus-per-env-runner 0.5 --learners 2")
+    with pytest.raises(ValidationError, match="env_runners"):
+        TrainingTask(name="x", env_runners=-1)
+    with pytest.raises(ValidationError, match=r"resources\.learners must be at most 1"):
+        TrainingTask(name="x", model_type="qlearning", learners=2)
+    with pytest.raises(ValidationError, match="learners: a sweep's trials take their"):
+        TrainingTask(name="x", sweep="tune_configs/smoke.yaml", learners=2)
+
+
+# --------------------------------------------------------------------------- on a local Ray
+# The shared Ray has 2 CPUs: the main process takes 1, so remote env runners and learners
+# reserve fractions of the other.
+ONE_RUNNER = {"env_runners": 1, "cpus_per_env_runner": 0.5}
+TWO_LEARNERS = {"learners": 2, "cpus_per_learner": 0.5}
+
+
+def distributed_algo(algo: str, resources: dict, *, params: dict | None = None,
+                     scenario: object = "testbed-4bs", num_envs: int = 4) -> object:
+    """A built algorithm of `algo` with `resources` (tiny settings of tests/test_algorithms)."""
+    from test_algorithms import SMALL
+
+    return build_config(TrainingSpec(algorithm=algo, params=params or SMALL[algo], seed=0,
+                                     resources=Resources(num_envs=num_envs, **resources)),
+                        "LWMECPSEnv3", EnvOptions(scenario=scenario)).build_algo()
+
+
+def learner_parameters(algo_obj: object) -> list[list[object]]:
+    """Every remote learner's module parameters."""
+    results = algo_obj.learner_group.foreach_learner(
+        lambda learner: [p.detach().clone() for p in learner.module["default_policy"].parameters()])
+    return [r.get() for r in results]
+
+
+def assert_runners_hold_the_learners_weights(algo_obj: object) -> None:
+    """Every remote env runner's module has the local learner's current weights."""
+    import torch
+
+    learner = algo_obj.learner_group._learner.module["default_policy"].state_dict()
+    runners = algo_obj.env_runner_group.foreach_env_runner(
+        lambda runner: runner.module.state_dict(), local_env_runner=False)
+    assert len(runners) == algo_obj.config.num_env_runners
+    for state in runners:
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), learner[key]), key
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_two_learners_hold_identical_weights_after_an_update(ray_session, algo: str) -> None:
+    import torch
+
+    algo_obj = distributed_algo(algo, TWO_LEARNERS)
+    try:
+        before = learner_parameters(algo_obj)
+        for _ in range(2):
+            result = algo_obj.train()
+        after = learner_parameters(algo_obj)
+    finally:
+        algo_obj.stop()
+    assert len(after) == 2
+    assert result["env_runners"]["num_env_steps_sampled_lifetime"] > 0
+    assert not all(torch.equal(a, b) for a, b in zip(before[0], after[0], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(after[0], after[1], strict=True))
+
+
+@pytest.mark.integration
+def test_ppo_with_a_remote_env_runner_learns_the_known_optimum(ray_session) -> None:
+    from test_algorithms import LEARN, tiny_scenario, train_until_optimal
+
+    params, budget = LEARN["ppo"]
+    sc = tiny_scenario()
+    algo_obj = distributed_algo("ppo", ONE_RUNNER, params=params, scenario=sc, num_envs=8)
+    module = algo_obj.learner_group._learner.module["default_policy"]
+    try:
+        learned, actions = train_until_optimal(
+            algo_obj, module, sc, budget,
+            after_iteration=lambda: assert_runners_hold_the_learners_weights(algo_obj))
+        sampled = algo_obj.env_runner_group.foreach_env_runner(
+            lambda runner: runner.num_env_steps_sampled_lifetime, local_env_runner=False)
+    finally:
+        algo_obj.stop()
+    assert learned, f"ppo did not learn [2, 2] within {budget} iterations: {actions}"
+    assert sampled[0] > 0  # the remote runner sampled
+
+
+@pytest.mark.integration
+def test_dqn_replays_the_remote_runners_episodes(ray_session) -> None:
+    algo_obj = distributed_algo("dqn", ONE_RUNNER)
+    try:
+        for _ in range(3):
+            result = algo_obj.train()
+            assert_runners_hold_the_learners_weights(algo_obj)
+        stored = algo_obj.replay.get_num_timesteps()
+    finally:
+        algo_obj.stop()
+    sampled = result["env_runners"]["num_env_steps_sampled_lifetime"]
+    assert stored == sampled == 3 * 64 * 4
+    assert result["learners"]["default_policy"]["td_loss"] > 0
+
+
+@pytest.mark.integration
+def test_qlearning_table_reaches_the_remote_runner(ray_session) -> None:
+    import numpy as np
+
+    from lwmecps_rllib.algorithms.inference import greedy_actions
+    from lwmecps_rllib.envs import make_env
+
+    env = make_env("LWMECPSEnv3", {})
+    obs = np.stack([env.reset(seed=s)[0] for s in range(16)])
+    algo_obj = distributed_algo("qlearning", ONE_RUNNER)
+    try:
+        for _ in range(3):
+            algo_obj.train()
+            assert_runners_hold_the_learners_weights(algo_obj)
+        module = algo_obj.learner_group._learner.module["default_policy"]
+        here = greedy_actions(module, obs)
+        there = algo_obj.env_runner_group.foreach_env_runner(
+            lambda runner: greedy_actions(runner.module, obs), local_env_runner=False)
+        filled = int((module.q != 0).sum())
+    finally:
+        algo_obj.stop()
+    assert filled > 0
+    np.testing.assert_array_equal(there[0], here)
+
+
+# --------------------------------------------------------------------------- checkpoints, resume
+TINY_PPO = ["--algo", "ppo", "--scenario", "testbed-4bs", "--num-envs", "4", "--no-eval",
+            "--param", "train_batch_size_per_learner=128", "--param", "minibatch_size=64",
+            "--param", "num_epochs=1"]
+
+
+class TrainingKilledError(Exception):
+    """Stands for a training killed mid-run."""
+
+
+def test_resume_refuses_what_would_change_or_lose_the_run(tmp_path, capsys) -> None:
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    assert train_cli.main(["--resume", "--output", str(tmp_path)]) == 2
+    assert "holds no run to continue (no run.json and checkpoint" in capsys.readouterr().err
+    assert train_cli.main(["--resume", "--overwrite", "--output", str(tmp_path)]) == 2
+    assert "--overwrite would replace it" in capsys.readouterr().err
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "rllib_checkpoint.json").write_text("{}")
+    (tmp_path / "run.json").write_text("{}")
+    assert train_cli.main(["--resume", "--algo", "dqn", "--output", str(tmp_path)]) == 2
+    assert "--algo: --resume continues the recorded run" in capsys.readouterr().err
+    assert train_cli.main(["--checkpoint-every", "0", "--output", str(tmp_path / "x")]) == 2
+    assert "--checkpoint-every must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(ray_session, tmp_path,
+                                                                  monkeypatch) -> None:
+    import json
+
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    out = tmp_path / "run"
+    progress = train_cli.progress
+
+    def dies_in_iteration_3(i: int, m: dict) -> None:
+        progress(i, m)
+        if i == 3:
+            raise TrainingKilledError
+
+    monkeypatch.setattr(train_cli, "progress", dies_in_iteration_3)
+    with pytest.raises(TrainingKilledError):
+        train_cli.main([*TINY_PPO, "--iterations", "5", "--checkpoint-every", "2",
+                        "--output", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [m["training_iteration"] for m in saved] == [1, 2]  # at most 2 iterations lost
+    monkeypatch.setattr(train_cli, "progress", progress)
+    assert train_cli.main(["--resume", "--iterations", "4", "--no-eval", "--output",
+                           str(out)]) == 0
+    history = json.loads((out / "metrics.json").read_text())
+    assert [m["training_iteration"] for m in history] == [1, 2, 3, 4]
+    assert history[:2] == saved  # appended, not replaced
+    steps = [m["env/env_steps_lifetime"] for m in history]
+    assert steps == [128, 256, 384, 512]  # the counters continue from the checkpoint
+    assert json.loads((out / "run.json").read_text())["training"]["budget"]["iterations"] == 4
+
+
+# --------------------------------------------------------------------------- two nodes
+@pytest.fixture
+def cluster():
+    """A Ray head (1 CPU) started by the test on free ports, the driver connected to it;
+    the test adds the other nodes. The shared local Ray, if running, is back after."""
+    import ray
+    from conftest import free_port, start_local_ray
+    from ray.cluster_utils import Cluster
+
+    had_ray = ray.is_initialized()
+    ray.shutdown()
+    head = Cluster(initialize_head=True, connect=True, head_node_args={
+        "num_cpus": 1, "gcs_server_port": free_port(), "include_dashboard": False,
+        "dashboard_agent_listen_port": free_port(),
+        # A lost node is known after 3 missed health checks a second apart (not ~15 s).
+        "_system_config": {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+                           "health_check_failure_threshold": 3}})
+    try:
+        yield head
+    finally:
+        ray.shutdown()
+        head.shutdown()
+        if had_ray:
+            start_local_ray()
+
+
+def runner_nodes(algo_obj: object) -> list[str]:
+    """The node id of every healthy remote env runner."""
+
+    def node_id(runner: object) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    return algo_obj.env_runner_group.foreach_env_runner(node_id, local_env_runner=False)
+
+
+def wait_until(condition: object, timeout_s: float, what: str) -> None:
+    """Poll `condition()` every 0.1 s until it holds; fail naming `what` after `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def node_alive(node_id: str) -> bool:
+    import ray
+
+    return any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes())
+
+
+TINY_PPO_PARAMS = {"train_batch_size_per_learner": 128, "minibatch_size": 64, "num_epochs": 1}
+
+
+@pytest.mark.integration
+def test_an_env_runner_samples_on_the_node_with_its_resource(cluster) -> None:
+    second = cluster.add_node(num_cpus=1, resources={"sampler": 1})
+    cluster.wait_for_nodes(timeout=30)
+    algo_obj = distributed_algo("ppo", {"env_runners": 1, "env_runner_resources": {"sampler": 1}},
+                                params=TINY_PPO_PARAMS, num_envs=2)
+    try:
+        assert runner_nodes(algo_obj) == [second.node_id]
+        result = algo_obj.train()
+    finally:
+        algo_obj.stop()
+    assert result["env_runners"]["num_env_steps_sampled"] == 128
+
+
+@pytest.mark.integration
+def test_a_training_goes_on_on_the_head_when_a_node_is_lost(cluster) -> None:
+    # The head has one CPU, the second node one: the two runners (1 CPU each) take one
+    # node each; the driver, with its local learner, reserves nothing outside Tune.
+    second = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes(timeout=30)
+    head_id = cluster.head_node.node_id
+    algo_obj = distributed_algo("ppo", {"env_runners": 2}, params=TINY_PPO_PARAMS, num_envs=2)
+    try:
+        assert sorted(runner_nodes(algo_obj)) == sorted([head_id, second.node_id])
+        algo_obj.train()
+        cluster.remove_node(second, allow_graceful=False)
+        wait_until(lambda: not node_alive(second.node_id), 30, "the node was not lost")
+        results = [algo_obj.train() for _ in range(3)]
+        healthy = runner_nodes(algo_obj)
+    finally:
+        algo_obj.stop()
+    assert healthy == [head_id]
+    assert all(r["env_runners"]["num_env_steps_sampled"] >= 128 for r in results[1:])
+    assert results[-1]["env_runners"]["num_env_steps_sampled_lifetime"] >= 4 * 128
