@@ -413,6 +413,8 @@ async def test_against_serve_run_falls_back_when_the_app_stops_and_back_when_it_
             first = await wait_for(lambda: [r for r in records(tmp_path)
                                             if r["source"] == "policy"], "a policy period", 60)
             await asyncio.to_thread(stop_process_group, serve)
+            # Stopped when it no longer answers (its Ray processes may outlive `serve run`).
+            await wait_for(lambda: not serving(port), "the app to stop answering", 60)
             stopped_at = len(records(tmp_path))
             fell = await wait_for(lambda: [r for r in records(tmp_path)[stopped_at:]
                                            if r["source"] == "fallback"], "a fallback", 30)
@@ -428,7 +430,7 @@ async def test_against_serve_run_falls_back_when_the_app_stops_and_back_when_it_
         await asyncio.to_thread(stop_process_group, serve)
     logged = records(tmp_path)
     assert all(r["source"] in ("policy", "fallback") for r in logged)  # never undecided
-    # the period right after the app stopped (at most the one under way) fell back
+    # the period right after the app stopped answering (at most the one under way) fell back
     assert fell[0]["period"] <= logged[stopped_at]["period"] + 1
     assert fell[0]["cause"] in ("error", "timeout") and fell[0]["asked"] == fell[0]["fallback"]
     last = logged[-1]
