@@ -133,6 +133,21 @@ def ray_session():
     ray.shutdown()
 
 
+def stop_process_group(proc) -> None:
+    """SIGTERM to a process started with `start_new_session=True` and its group (how a
+    background `serve run` stops; it ignores SIGINT), SIGKILL after 60 s."""
+    import signal
+    import subprocess
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     import socket

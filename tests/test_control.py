@@ -7,7 +7,6 @@ say why, the metrics and /healthz, SIGTERM mid-period; and one test against a re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import free_port
+from conftest import free_port, stop_process_group
 from test_k8s_backend import (
     DEPS,
     NS,
@@ -371,16 +370,6 @@ def serve_run(folder: Path, model: Path, port: int, log_name: str) -> subprocess
     return subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(path)],
                             env=env, stdout=(folder / log_name).open("w"),
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=folder)
-
-
-def stop_process_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def serving(port: int) -> bool:

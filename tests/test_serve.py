@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import free_port
+from conftest import free_port, stop_process_group
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -487,7 +487,6 @@ def test_serve_run_of_the_config_file(models, tmp_path):
     """`serve run serve/config.yaml` (its own local Ray), queried, then stopped with
     SIGTERM to its process group (`serve run` in the background ignores SIGINT)."""
     import os
-    import signal
 
     reg, ids = models
     path, port = serve_config(tmp_path, reg, ids[1])
@@ -513,11 +512,5 @@ def test_serve_run_of_the_config_file(models, tmp_path):
         assert answer is not None, (tmp_path / "serve.log").read_text()[-3000:]
         assert answer["model_id"] == ids[1]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_process_group(proc)
         log.close()
