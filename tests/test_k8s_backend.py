@@ -275,7 +275,8 @@ async def test_missing_objects_are_clear_errors(kmock):
         await asyncio.to_thread(env.reset, seed=0)
     env = LWMECPSEnv3(scenario="testbed-4bs", backend=backend_factory(kmock, deployments={
         DEPS[0]: "web"}))
-    with pytest.raises(BackendError, match="read deployment web: Kubernetes API answered 404"):
+    with pytest.raises(BackendError,
+                       match=r"deployment\(s\) \['web'\] not in namespace 'lwmecps-testapp'"):
         await asyncio.to_thread(env.reset, seed=0)
 
 
