@@ -131,7 +131,11 @@ async def test_live_mode_scales_the_deployments_as_the_policy_answers(kmock, tmp
     seed_cluster(kmock, replicas=1)
     ctl = make(kmock, tmp_path, FakePolicy([3, 1, 4, 2]), mode="live")
     async with running(controller(kmock)):
-        first, _second = await periods(ctl, 2)
+        [first] = await periods(ctl, 1)
+        await wait_for(lambda: all(  # the emulated Deployment controller caught up
+            kmock.objects["apps/v1/deployments", NS, d].get("status", {}).get("readyReplicas")
+            == n for d, n in zip(DEPS, [3, 1, 4, 2], strict=True)), "the replicas ready", 10)
+        await periods(ctl, 1)
     assert first["asked"] == dict(zip(DEPS, [3, 1, 4, 2], strict=True))
     assert spec_replicas(kmock) == [3, 1, 4, 2]
     sent = patches(kmock)

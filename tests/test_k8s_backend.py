@@ -275,7 +275,8 @@ async def test_missing_objects_are_clear_errors(kmock):
         await asyncio.to_thread(env.reset, seed=0)
     env = LWMECPSEnv3(scenario="testbed-4bs", backend=backend_factory(kmock, deployments={
         DEPS[0]: "web"}))
-    with pytest.raises(BackendError, match="read deployment web: Kubernetes API answered 404"):
+    with pytest.raises(BackendError,
+                       match=r"deployment\(s\) \['web'\] not in namespace 'lwmecps-testapp'"):
         await asyncio.to_thread(env.reset, seed=0)
 
 
@@ -586,3 +587,19 @@ async def test_slot_is_the_time_of_day_in_the_clusters_timezone(kmock, timezone,
     async with running(controller(kmock)):
         _, info = await asyncio.to_thread(env.reset, seed=0)
     assert info["slot"] == int(hour * 3600 / SC.slot_s)
+
+
+async def test_deployments_are_read_into_the_fields_used(kmock):
+    from lwmecps_rllib.backends.k8s_objects import Deployment
+
+    seed_cluster(kmock, replicas=3)
+    backend = backend_factory(kmock)(LWMECPSEnv2(scenario="testbed-4bs").spec_, SC.trace("a"))
+    dep = await asyncio.to_thread(backend.read_deployment, DEPS[1])
+    assert dep == Deployment(name=DEPS[1], generation=1, replicas=3, node=NODES[1],
+                             match_labels={"app": DEPS[1]}, ready_replicas=3,
+                             status_replicas=3, updated_replicas=3, observed_generation=1)
+    # absent fields read as Kubernetes' defaults (spec.replicas: 1) or zero
+    assert Deployment.from_json({"metadata": {"name": "x"}, "spec": {}, "status": None}) == \
+        Deployment(name="x", generation=0, replicas=1, node=None, match_labels={},
+                   ready_replicas=0, status_replicas=0, updated_replicas=0,
+                   observed_generation=0)

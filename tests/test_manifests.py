@@ -147,6 +147,7 @@ def test_testbed_matches_the_scenario():
 BACKEND_CALLS = {
     "list_node": ("", "nodes", "list"),
     "read_namespaced_deployment_status": ("apps", "deployments/status", "get"),
+    "list_namespaced_deployment": ("apps", "deployments", "list"),
     "patch_namespaced_deployment_scale": ("apps", "deployments/scale", "patch"),
     "patch_namespaced_deployment": ("apps", "deployments", "patch"),
     "list_namespaced_pod": ("", "pods", "list"),
@@ -175,10 +176,11 @@ def test_rbac_allows_what_the_backend_calls_and_nothing_else():
     # The Deployments are named: patch, scale and status reach the testbed's servers only.
     servers = sorted(load_scenario("testbed-4bs").deployment_names)
     for kind, rule in rbac_rules():
-        if "apps" in rule["apiGroups"]:
-            assert kind == "Role" and sorted(rule.get("resourceNames", [])) == servers, rule
-        else:  # list cannot be limited by name
-            assert rule["verbs"] == ["list"] and "resourceNames" not in rule, rule
+        if rule["verbs"] == ["list"]:  # list cannot be limited by name: read-only
+            assert "resourceNames" not in rule, rule
+        else:
+            assert kind == "Role" and "apps" in rule["apiGroups"], rule
+            assert sorted(rule.get("resourceNames", [])) == servers, rule
 
 
 def test_serve_configs_match_serves_schema_and_each_other():

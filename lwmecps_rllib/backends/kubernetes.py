@@ -33,6 +33,13 @@ import numpy as np
 
 from lwmecps_rllib.backends.base import BackendError, GuardRailError
 from lwmecps_rllib.backends.config import KubernetesConfig
+from lwmecps_rllib.backends.k8s_objects import (
+    HOSTNAME_LABEL,
+    Deployment,
+    node_info,
+    parse_json,
+    ready_pod_nodes,
+)
 from lwmecps_rllib.backends.metrics import (
     LoadGeneratorMetrics,
     MetricsProvider,
@@ -44,7 +51,6 @@ from lwmecps_rllib.cluster import core
 from lwmecps_rllib.cluster.core import ClusterSpec, ClusterState, Measurement
 
 log = logging.getLogger(__name__)
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 class RolloutTimeoutError(BackendError):
@@ -192,7 +198,7 @@ class KubernetesBackend:
         """
         self._guard(deployment, namespace)
         if current is None:
-            current = spec_replicas(self.read_deployment(deployment))
+            current = self.read_deployment(deployment).replicas
         n = self.limiter.limit(deployment, current, self.clamp(replicas))
         if n != current:
             body = {"spec": {"replicas": n}}
@@ -218,7 +224,7 @@ class KubernetesBackend:
         if node not in self.node_names:
             raise GuardRailError(f"node {node!r} is not one of {self.node_names}")
         if current is None:
-            current = spec_node(self.read_deployment(deployment))
+            current = self.read_deployment(deployment).node
         if current == node:
             return
         body = {"spec": {"template": {"spec": {"nodeSelector": {HOSTNAME_LABEL: node}}}}}
@@ -228,7 +234,7 @@ class KubernetesBackend:
                                       deployment, self.config.namespace, body))
 
     def reconcile(self, replicas: np.ndarray, nodes: np.ndarray | None,
-                  deployments: dict[str, Any] | None = None) -> np.ndarray:
+                  deployments: dict[str, Deployment] | None = None) -> np.ndarray:
         """Read every managed Deployment (unless `deployments` were just read) and patch
         those whose spec differs from the asked `replicas` (1, D) (and `nodes` (1, D), for
         the placement envs).
@@ -241,10 +247,10 @@ class KubernetesBackend:
         out = np.zeros((1, len(self.dep_names)), np.int64)
         for i, name in enumerate(self.dep_names):
             out[0, i] = self.scale(name, int(replicas[0, i]),
-                                   current=spec_replicas(deps[name]))
+                                   current=deps[name].replicas)
             if nodes is not None:
                 self.move(name, self.node_names[int(nodes[0, i])],
-                          current=spec_node(deps[name]))
+                          current=deps[name].node)
         return out
 
     def _send(self, kind: str, deployment: str, body: dict, send: Callable[[], Any]) -> None:
@@ -258,13 +264,18 @@ class KubernetesBackend:
         send()
 
     # ------------------------------------------------------------------ reading
+    def _get(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+             ) -> dict[str, Any]:
+        """The JSON object `fn` answers, unparsed by the client's models (the body is read
+        within the retries)."""
+        def read(*a: Any, **k: Any) -> bytes:
+            return fn(*a, _preload_content=False, **k).data
+
+        return parse_json(what, self._call(what, read, *args, **kwargs))
+
     def read_nodes(self) -> dict[str, dict[str, Any]]:
         """Capacity, allocatable and labels of the scenario's nodes (all must exist)."""
-        items = self._call("list nodes", self._core().list_node).items
-        found = {n.metadata.name: {"capacity": dict(n.status.capacity or {}),
-                                   "allocatable": dict(n.status.allocatable or {}),
-                                   "labels": dict(n.metadata.labels or {})}
-                 for n in items}
+        found = node_info(self._get("list nodes", self._core().list_node))
         missing = [n for n in self.node_names if n not in found]
         if missing:
             raise BackendError(f"node(s) {missing} not in the cluster (it has {sorted(found)}); "
@@ -272,36 +283,34 @@ class KubernetesBackend:
         self.nodes_info = {n: found[n] for n in self.node_names}
         return self.nodes_info
 
-    def read_deployment(self, name: str) -> Any:
+    def read_deployment(self, name: str) -> Deployment:
         """A managed Deployment: spec and status (it must exist)."""
-        return self._call(f"read deployment {name}",
-                          self._apps().read_namespaced_deployment_status, name,
-                          self.config.namespace)
+        what = f"read deployment {name}"
+        return Deployment.from_json(self._get(
+            what, self._apps().read_namespaced_deployment_status, name, self.config.namespace))
 
-    def read_deployments(self) -> dict[str, Any]:
-        """The managed Deployments (all must exist)."""
-        return {name: self.read_deployment(name) for name in self.dep_names}
+    def read_deployments(self) -> dict[str, Deployment]:
+        """The managed Deployments (all must exist), in one list of the namespace's
+        Deployments: one request a step whatever the cluster's size, as the HPA
+        controller's informers read, instead of one per Deployment."""
+        listed = self._get("list deployments", self._apps().list_namespaced_deployment,
+                           self.config.namespace)
+        found = {d.name: d for d in map(Deployment.from_json, listed.get("items") or [])}
+        missing = [n for n in self.dep_names if n not in found]
+        if missing:
+            raise BackendError(f"deployment(s) {missing} not in namespace "
+                               f"{self.config.namespace!r}")
+        return {name: found[name] for name in self.dep_names}
 
-    def pod_nodes(self, deployment: Any) -> list[str]:
+    def pod_nodes(self, deployment: Deployment) -> list[str]:
         """Nodes of the ready pods of a Deployment (by its selector)."""
-        labels = (deployment.spec.selector.match_labels or {}) if deployment.spec.selector \
-            else {}
+        labels = deployment.match_labels
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        pods = self._call(f"list pods of {deployment.metadata.name}",
-                          self._core().list_namespaced_pod, self.config.namespace,
-                          label_selector=selector).items
-        nodes = []
-        for p in pods:
-            own = (p.metadata.labels or {}) if p.metadata else {}
-            if any(own.get(k) != v for k, v in labels.items()):
-                continue  # the server should have filtered; never trust another's pod
-            ready = any(c.type == "Ready" and c.status == "True"
-                        for c in (p.status.conditions or [])) if p.status else False
-            if ready and p.spec and p.spec.node_name:
-                nodes.append(p.spec.node_name)
-        return nodes
+        pods = self._get(f"list pods of {deployment.name}", self._core().list_namespaced_pod,
+                         self.config.namespace, label_selector=selector)
+        return ready_pod_nodes(pods, labels)
 
-    def observe(self, slot: int, deployments: dict[str, Any]) -> ClusterState:
+    def observe(self, slot: int, deployments: dict[str, Deployment]) -> ClusterState:
         """ClusterState (batch of 1) at `slot` of what the `deployments` read report: the
         replicas of their spec, the ready ones, the nodes of their ready pods."""
         spec = self.spec
@@ -310,17 +319,17 @@ class KubernetesBackend:
         node_of = spec.home_node[None, :].copy()
         for i, name in enumerate(self.dep_names):
             dep = deployments[name]
-            replicas[0, i] = spec_replicas(dep)
-            ready[0, i] = int(dep.status.ready_replicas or 0)
+            replicas[0, i] = dep.replicas
+            ready[0, i] = dep.ready_replicas
             if not spec.pinned:
                 on = self.pod_nodes(dep)
-                target = on[0] if on else spec_node(dep)
+                target = on[0] if on else dep.node
                 if target in self.node_names:
                     node_of[0, i] = self.node_names.index(target)
         return ClusterState.from_counts(np.array([slot]), replicas, ready, node_of,
                                         spec.max_pods)
 
-    def _state(self, slot: int, deployments: dict[str, Any], asked: ClusterState
+    def _state(self, slot: int, deployments: dict[str, Deployment], asked: ClusterState
                ) -> ClusterState:
         """The state the env observes: :meth:`observe`, except in dry-run (where nothing
         changes) the replicas and nodes of `asked`."""
@@ -332,7 +341,7 @@ class KubernetesBackend:
             node_of=state.node_of if self.spec.pinned else asked.node_of.copy(),
             move_to=state.move_to if self.spec.pinned else asked.node_of.copy())
 
-    def wait_rollout(self, want: dict[str, int]) -> dict[str, Any]:
+    def wait_rollout(self, want: dict[str, int]) -> dict[str, Deployment]:
         """Poll until every deployment in `want` has that many ready, updated replicas.
 
         Raises:
@@ -343,12 +352,11 @@ class KubernetesBackend:
             deps = self.read_deployments()
             pending = {}
             for name, n in want.items():
-                st, meta = deps[name].status, deps[name].metadata
-                ok = ((st.observed_generation or 0) >= (meta.generation or 0)
-                      and int(st.ready_replicas or 0) == n and int(st.replicas or 0) == n
-                      and int(st.updated_replicas or 0) == n)
+                d = deps[name]
+                ok = (d.observed_generation >= d.generation and d.ready_replicas == n
+                      and d.status_replicas == n and d.updated_replicas == n)
                 if not ok:
-                    pending[name] = f"{int(st.ready_replicas or 0)}/{n} ready"
+                    pending[name] = f"{d.ready_replicas}/{n} ready"
             if not pending or self.config.dry_run:
                 return deps
             if self.clock() >= deadline:
@@ -427,19 +435,6 @@ class KubernetesBackend:
 
     def close(self) -> None:
         """Nothing is deleted or scaled down on close."""
-
-
-def spec_replicas(deployment: Any) -> int:
-    """The replicas a Deployment's spec asks for (Kubernetes' default: 1)."""
-    n = deployment.spec.replicas
-    return 1 if n is None else int(n)
-
-
-def spec_node(deployment: Any) -> str | None:
-    """The node a Deployment's pod template selects by hostname (None: none)."""
-    template = deployment.spec.template
-    selector = (template.spec.node_selector or {}) if template and template.spec else {}
-    return selector.get(HOSTNAME_LABEL)
 
 
 def _short(exc: Exception | None) -> str:
