@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lwmecps_rllib.serving.policy import PlacementPolicy
+from lwmecps_rllib.serving.policy import PlacementPolicy, grouped_actions
 from lwmecps_rllib.serving.schema import (
     MAX_BODY_BYTES,
     BatchRequest,
@@ -286,16 +286,8 @@ def _deployment() -> Any:
         async def _decide(self, items: list[tuple[PlacementPolicy, np.ndarray]]
                           ) -> list[tuple[PlacementPolicy, np.ndarray]]:
             """One forward pass per policy over every queued observation."""
-            out: list[Any] = [None] * len(items)
-            groups: dict[int, list[int]] = {}
-            for i, (pol, _) in enumerate(items):
-                groups.setdefault(id(pol), []).append(i)
-            for idx in groups.values():
-                pol = items[idx[0]][0]
-                acts = pol.actions(np.stack([items[i][1] for i in idx]))
-                for i, a in zip(idx, acts, strict=True):
-                    out[i] = (pol, a)
-            return out
+            acts = grouped_actions(items)
+            return [(pol, a) for (pol, _), a in zip(items, acts, strict=True)]
 
         async def _one(self, req: PlacementRequest) -> PlacementResponse:
             t0 = time.perf_counter()

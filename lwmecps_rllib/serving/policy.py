@@ -340,18 +340,25 @@ class PlacementPolicy:
                     raise
                 raise RequestError(f"{field}[{k}].{exc.field}", exc.message) from None
             policies.append(pol)
-        groups: dict[int, list[int]] = {}
-        for i, pol in enumerate(policies):
-            groups.setdefault(id(pol), []).append(i)
-        out: list[Any] = [None] * len(requests)
-        for idx in groups.values():
-            pol = policies[idx[0]]
-            acts = pol.actions(np.stack([obs[i] for i in idx]))
-            for i, a in zip(idx, acts, strict=True):
-                out[i] = pol.to_decisions(a)
+        acts = grouped_actions(list(zip(policies, obs, strict=True)))
         ms = (time.perf_counter() - t0) * 1e3
-        return [PlacementResponse(decisions=d, model_id=self.model_id, env=self.env_name,
-                                  decision_time_ms=ms) for d in out]
+        return [PlacementResponse(decisions=pol.to_decisions(a), model_id=self.model_id,
+                                  env=self.env_name, decision_time_ms=ms)
+                for pol, a in zip(policies, acts, strict=True)]
+
+
+def grouped_actions(items: list[tuple[PlacementPolicy, np.ndarray]]) -> list[np.ndarray]:
+    """The greedy action for each (policy, observation), in order: one forward pass per
+    policy over all of its observations."""
+    groups: dict[int, list[int]] = {}
+    for i, (pol, _) in enumerate(items):
+        groups.setdefault(id(pol), []).append(i)
+    out: list[Any] = [None] * len(items)
+    for idx in groups.values():
+        acts = items[idx[0]][0].actions(np.stack([items[i][1] for i in idx]))
+        for i, a in zip(idx, acts, strict=True):
+            out[i] = a
+    return out
 
 
 def request_from_env(env: Any) -> dict[str, Any]:
