@@ -94,13 +94,19 @@ def crash_on_second_rename(monkeypatch: pytest.MonkeyPatch, target: Path) -> Non
     monkeypatch.setattr(os, "rename", rename)
 
 
-def test_a_crash_between_the_renames_is_recovered_by_the_next_load(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def crashed_save(tmp_path: Path) -> Path:
+    """A checkpoint ("old") whose next save ("new") died between the two renames."""
     ckpt = save_atomic(FakeAlgo("old"), tmp_path / "ckpt")
-    with monkeypatch.context() as m:
+    with pytest.MonkeyPatch.context() as m:
         crash_on_second_rename(m, ckpt)
         with pytest.raises(KeyboardInterrupt):
             save_atomic(FakeAlgo("new"), ckpt)
+    return ckpt
+
+
+def test_a_crash_between_the_renames_is_recovered_by_the_next_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = crashed_save(tmp_path)
     assert not ckpt.exists() and version(atomic.backup_path(ckpt)) == "old"
 
     monkeypatch.setattr(inference.RLModule, "from_checkpoint", classmethod(lambda cls, p: p))
@@ -109,13 +115,8 @@ def test_a_crash_between_the_renames_is_recovered_by_the_next_load(
     assert version(ckpt) == "old" and not atomic.backup_path(ckpt).exists()
 
 
-def test_a_crash_between_the_renames_is_recovered_by_the_next_save(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ckpt = save_atomic(FakeAlgo("old"), tmp_path / "ckpt")
-    with monkeypatch.context() as m:
-        crash_on_second_rename(m, ckpt)
-        with pytest.raises(KeyboardInterrupt):
-            save_atomic(FakeAlgo("new"), ckpt)
+def test_a_crash_between_the_renames_is_recovered_by_the_next_save(tmp_path: Path) -> None:
+    ckpt = crashed_save(tmp_path)
     assert not ckpt.exists()
     assert version(save_atomic(FakeAlgo("next"), ckpt)) == "next"
     assert not atomic.backup_path(ckpt).exists()
