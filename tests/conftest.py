@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ray_nodes import free_port
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -148,50 +149,22 @@ def stop_process_group(proc) -> None:
         proc.wait(timeout=30)
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_head():
-    """A real Ray head (`ray start --head --block`) with its dashboard and Jobs API, on free
-    ports and its own temp dir; stopped (its process group) at the end of the pytest run.
+    """A real Ray head (`ray start --head --block`, 2 CPUs) with its dashboard and Jobs API,
+    on free ports and its own temp dir (tests/ray_nodes.py); stopped at the end of the
+    pytest run.
 
     Yields the dashboard URL.
     """
-    import shutil
-    import signal
-    import subprocess
-    import sys
-    import tempfile
     import time
     import urllib.request
-    from pathlib import Path
 
-    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-    bin_dir = str(Path(sys.executable).parent)
+    from ray_nodes import node_command, start_node
+
     dash = free_port()
-    cmd = [str(Path(bin_dir) / "ray"), "start", "--head", "--block", "--num-cpus=2",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dash}", f"--port={free_port()}",
-           f"--ray-client-server-port={free_port()}",
-           f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-           f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-           "--min-worker-port=0", "--max-worker-port=0",
-           f"--temp-dir={temp}", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": bin_dir + os.pathsep +
-           os.environ.get("PATH", "")}
-    env.pop("RAY_ADDRESS", None)
-    log = open(Path(temp) / "head.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    node = start_node(lambda temp: node_command(temp, head_port=free_port(), head=True,
+                                                num_cpus=2, dashboard_port=dash))
     url = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.monotonic() + 90
@@ -202,20 +175,12 @@ def ray_head():
                         break
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Ray head did not come up: "
-                                   + (Path(temp) / "head.log").read_text()[-2000:])
+            if node.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Ray head did not come up:\n{node.output()}")
             time.sleep(0.5)
         yield url
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
+        node.stop()
 
 
 def kuberay_crds_dir():

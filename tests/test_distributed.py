@@ -1,5 +1,6 @@
 """One training across Ray workers: resources in the run spec (no Ray), then our algorithms
-with remote env runners and two learners, checkpoints and resume, and a two-node cluster."""
+with remote env runners and two learners, checkpoints and resume. Several nodes and
+losing one: tests/test_nodes.py."""
 
 from __future__ import annotations
 
@@ -107,6 +108,22 @@ def test_bad_sweep_resources_name_the_key(resources: dict, message: str) -> None
     assert message in str(err.value)
 
 
+def test_tune_flags_override_each_trials_resources(capsys: pytest.CaptureFixture) -> None:
+    from conftest import REPO
+
+    from lwmecps_rllib.tune import __main__ as tune_cli
+
+    smoke = str(REPO / "tune_configs" / "smoke.yaml")
+    args = tune_cli.build_parser().parse_args(
+        ["--config", smoke, "--env-runners", "2", "--learners", "2", "--cpus-per-learner",
+         "0.5"])
+    resources = tune_cli.build_sweep(args).training().resources
+    assert (resources.env_runners, resources.learners, resources.cpus_per_learner) == (
+        2, 2, 0.5)
+    assert tune_cli.main(["--config", smoke, "--env-runners", "-1"]) == 2
+    assert "resources.env_runners must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
 def test_a_sweep_of_qlearning_refuses_two_learners() -> None:
     from lwmecps_rllib.tune import SweepError, sweep_from_dict
 
@@ -130,8 +147,32 @@ def test_a_training_task_carries_the_resources() -> None:
         TrainingTask(name="x", env_runners=-1)
     with pytest.raises(ValidationError, match=r"resources\.learners must be at most 1"):
         TrainingTask(name="x", model_type="qlearning", learners=2)
-    with pytest.raises(ValidationError, match="learners: a sweep's trials take their"):
-        TrainingTask(name="x", sweep="tune_configs/smoke.yaml", learners=2)
+    sweep = TrainingTask(name="x", sweep="tune_configs/smoke.yaml", env_runners=4)
+    assert sweep.entrypoint().endswith("--storage-path runs/jobs/tune --env-runners 4")
+
+
+def test_jobs_submit_flags_give_the_tasks_resources(capsys: pytest.CaptureFixture) -> None:
+    import asyncio
+
+    from lwmecps_rllib.jobs import __main__ as jobs_cli
+
+    class Service:
+        """Takes the task `submit` makes."""
+
+        async def create_task(self, task: object) -> object:
+            self.task = task
+            return task
+
+        async def start_training(self, name: str) -> str:
+            return f"job-{name}"
+
+    service = Service()
+    args = jobs_cli.build_parser().parse_args(
+        ["submit", "--name", "ppo-4", "--env-runners", "4", "--learners", "2"])
+    assert asyncio.run(jobs_cli.run_command(args, service)) == 0
+    assert "submitted job-ppo-4" in capsys.readouterr().out
+    assert (service.task.env_runners, service.task.learners) == (4, 2)
+    assert service.task.entrypoint().endswith("--env-runners 4 --learners 2")
 
 
 # --------------------------------------------------------------------------- on a local Ray
@@ -188,6 +229,28 @@ def test_two_learners_hold_identical_weights_after_an_update(ray_session, algo: 
     assert result["env_runners"]["num_env_steps_sampled_lifetime"] > 0
     assert not all(torch.equal(a, b) for a, b in zip(before[0], after[0], strict=True))
     assert all(torch.equal(a, b) for a, b in zip(after[0], after[1], strict=True))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_two_seeded_learners_learn_the_known_optimum(ray_session, algo: str) -> None:
+    # tests/test_algorithms.py: one learner, same seed and settings, learns [2, 2] too.
+    import torch
+    from test_algorithms import LEARN, tiny_scenario, train_until_optimal
+
+    params, budget = LEARN[algo]
+    sc = tiny_scenario()
+    algo_obj = distributed_algo(algo, TWO_LEARNERS, params=params, scenario=sc, num_envs=8)
+    # The sampling module gets the learners' weights after every update.
+    module = algo_obj.env_runner_group.local_env_runner.module
+    try:
+        learned, actions = train_until_optimal(algo_obj, module, sc, budget)
+        ranks = learner_parameters(algo_obj)
+    finally:
+        algo_obj.stop()
+    assert learned, f"{algo} with 2 learners did not learn [2, 2] within {budget} iterations: " \
+                    f"{actions}"
+    assert all(torch.equal(a, b) for a, b in zip(ranks[0], ranks[1], strict=True))
 
 
 @pytest.mark.integration
@@ -306,96 +369,3 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(ray_session, t
     steps = [m["env/env_steps_lifetime"] for m in history]
     assert steps == [128, 256, 384, 512]  # the counters continue from the checkpoint
     assert json.loads((out / "run.json").read_text())["training"]["budget"]["iterations"] == 4
-
-
-# --------------------------------------------------------------------------- two nodes
-@pytest.fixture
-def cluster():
-    """A Ray head (1 CPU) started by the test on free ports, the driver connected to it;
-    the test adds the other nodes. The shared local Ray, if running, is back after."""
-    import ray
-    from conftest import free_port, start_local_ray
-    from ray.cluster_utils import Cluster
-
-    had_ray = ray.is_initialized()
-    ray.shutdown()
-    head = Cluster(initialize_head=True, connect=True, head_node_args={
-        "num_cpus": 1, "gcs_server_port": free_port(), "include_dashboard": False,
-        "dashboard_agent_listen_port": free_port(),
-        # A lost node is known after 3 missed health checks a second apart (not ~15 s).
-        "_system_config": {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
-                           "health_check_failure_threshold": 3}})
-    try:
-        yield head
-    finally:
-        ray.shutdown()
-        head.shutdown()
-        if had_ray:
-            start_local_ray()
-
-
-def runner_nodes(algo_obj: object) -> list[str]:
-    """The node id of every healthy remote env runner."""
-
-    def node_id(runner: object) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    return algo_obj.env_runner_group.foreach_env_runner(node_id, local_env_runner=False)
-
-
-def wait_until(condition: object, timeout_s: float, what: str) -> None:
-    """Poll `condition()` every 0.1 s until it holds; fail naming `what` after `timeout_s`."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout_s} s")
-        time.sleep(0.1)
-
-
-def node_alive(node_id: str) -> bool:
-    import ray
-
-    return any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes())
-
-
-TINY_PPO_PARAMS = {"train_batch_size_per_learner": 128, "minibatch_size": 64, "num_epochs": 1}
-
-
-@pytest.mark.integration
-def test_an_env_runner_samples_on_the_node_with_its_resource(cluster) -> None:
-    second = cluster.add_node(num_cpus=1, resources={"sampler": 1})
-    cluster.wait_for_nodes(timeout=30)
-    algo_obj = distributed_algo("ppo", {"env_runners": 1, "env_runner_resources": {"sampler": 1}},
-                                params=TINY_PPO_PARAMS, num_envs=2)
-    try:
-        assert runner_nodes(algo_obj) == [second.node_id]
-        result = algo_obj.train()
-    finally:
-        algo_obj.stop()
-    assert result["env_runners"]["num_env_steps_sampled"] == 128
-
-
-@pytest.mark.integration
-def test_a_training_goes_on_on_the_head_when_a_node_is_lost(cluster) -> None:
-    # The head has one CPU, the second node one: the two runners (1 CPU each) take one
-    # node each; the driver, with its local learner, reserves nothing outside Tune.
-    second = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes(timeout=30)
-    head_id = cluster.head_node.node_id
-    algo_obj = distributed_algo("ppo", {"env_runners": 2}, params=TINY_PPO_PARAMS, num_envs=2)
-    try:
-        assert sorted(runner_nodes(algo_obj)) == sorted([head_id, second.node_id])
-        algo_obj.train()
-        cluster.remove_node(second, allow_graceful=False)
-        wait_until(lambda: not node_alive(second.node_id), 30, "the node was not lost")
-        results = [algo_obj.train() for _ in range(3)]
-        healthy = runner_nodes(algo_obj)
-    finally:
-        algo_obj.stop()
-    assert healthy == [head_id]
-    assert all(r["env_runners"]["num_env_steps_sampled"] >= 128 for r in results[1:])
-    assert results[-1]["env_runners"]["num_env_steps_sampled_lifetime"] >= 4 * 128

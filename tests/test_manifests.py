@@ -429,3 +429,37 @@ def test_ray_workers_offer_the_cpus_their_pods_reserve():
                for g in cluster["spec"]["workerGroupSpecs"])
     assert cpus == 64  # the size docs/kuberay.md plans for
     assert cluster["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] >= 60
+
+
+def test_rayjobs_run_our_commands_with_the_resources_they_ask_for():
+    """Each RayJob's entrypoint parses with the command it runs into a checked spec, and
+    what a training or a trial asks for fits the RayCluster's worker CPUs."""
+    import shlex
+
+    from lwmecps_rllib.cli import run_specs_from_args
+    from lwmecps_rllib.train import __main__ as train_cli
+    from lwmecps_rllib.tune import __main__ as tune_cli
+
+    cluster = next(d for p, _, d in DOCS
+                   if p == "k8s/raycluster.yaml" and d["kind"] == "RayCluster")
+    cpus = sum(float(g["rayStartParams"]["num-cpus"]) * g["maxReplicas"]
+               for g in cluster["spec"]["workerGroupSpecs"])
+    asked = {}
+    for path, _, job in DOCS:
+        if job["kind"] != "RayJob":
+            continue
+        argv = shlex.split(job["spec"]["entrypoint"])
+        assert argv[:2] == ["python", "-m"], path
+        if argv[2] == "lwmecps_rllib.train":
+            _, training = run_specs_from_args(train_cli.build_parser().parse_args(argv[3:]))
+            r = training.resources
+        else:
+            assert argv[2] == "lwmecps_rllib.tune", path
+            args = tune_cli.build_parser().parse_args(argv[3:])
+            r = tune_cli.build_sweep(args).training().resources
+        need = r.cpus + r.env_runners * r.cpus_per_env_runner + r.learners * (
+            1 if r.cpus_per_learner is None else r.cpus_per_learner)
+        assert need <= cpus, path
+        asked[path] = (r.env_runners, r.learners)
+    assert asked["k8s/rayjob-train.yaml"] == (4, 0)
+    assert asked["k8s/rayjob-tune.yaml"] == (4, 0)

@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="replace the run already in OUTPUT/NAME (training only)")
     s.add_argument("--wait", action="store_true", help="wait for the job to end")
+    s.add_argument("--env-runners", type=int, default=None, metavar="N",
+                   help="remote env runners of the training (of each trial, for a sweep)")
+    s.add_argument("--cpus-per-env-runner", type=float, default=None, metavar="X")
+    s.add_argument("--learners", type=int, default=None, metavar="N",
+                   help="remote learners (torch DDP)")
+    s.add_argument("--cpus-per-learner", type=float, default=None, metavar="X")
+    s.add_argument("--gpus-per-learner", type=float, default=None, metavar="X")
     for name in ("status", "logs", "stop"):
         sp = sub.add_parser(name)
         sp.add_argument("job_id")
@@ -101,13 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
 async def run_command(args: argparse.Namespace, service: TrainingService) -> int:
     """Carry out one command; the exit code."""
     if args.command == "submit":
-        from lwmecps_rllib.cli import parse_params
+        from lwmecps_rllib.cli import parse_params, resource_flags
 
         task = await service.create_task(TrainingTask(
             name=args.name, model_type=args.model_type, total_episodes=args.total_episodes,
             env=args.env, scenario=args.scenario, seed=args.seed, sweep=args.sweep,
             output=args.output, parameters=parse_params(args.param), preset=args.preset,
-            overwrite=args.overwrite))
+            overwrite=args.overwrite, **resource_flags(args)))
         job_id = await service.start_training(task.name)
         print(f"submitted {job_id}")
         if args.wait:

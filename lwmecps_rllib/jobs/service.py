@@ -136,10 +136,6 @@ class TrainingTask(BaseModel):
     def _specs(self) -> TrainingTask:
         if self.sweep and self.overwrite:
             raise ValueError("overwrite: a sweep's folder is never overwritten (false with sweep)")
-        given = sorted(self.resource_fields())
-        if self.sweep and given:
-            raise ValueError(f"{given[0]}: a sweep's trials take their resources from the "
-                             f"sweep file's `resources` (null with sweep)")
         if not self.sweep:
             from lwmecps_rllib.algorithms import get_algorithm_class
             from lwmecps_rllib.algorithms.catalog import check_learners
@@ -174,11 +170,20 @@ class TrainingTask(BaseModel):
         return {name: getattr(self, name) for name in RESOURCE_FLAGS
                 if getattr(self, name) is not None}
 
+    def resource_args(self) -> list[str]:
+        """The resource flags of `train` or `tune` (each trial's, for a sweep) the task
+        sets."""
+        args = []
+        for name, value in self.resource_fields().items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        return args
+
     def entrypoint(self, python: str = "python") -> str:
         """The shell command the job runs."""
         if self.sweep:
             args = [python, "-m", "lwmecps_rllib.tune", "--config", self.sweep, "--name",
                     self.name, "--storage-path", f"{self.output}/tune"]
+            args += self.resource_args()
         else:
             args = [python, "-m", "lwmecps_rllib.train", "--algo", self.model_type,
                     "--env", self.env, "--scenario", self.scenario,
@@ -188,8 +193,7 @@ class TrainingTask(BaseModel):
                 args += ["--preset", self.preset]
             if self.overwrite:
                 args.append("--overwrite")
-            for name, value in self.resource_fields().items():
-                args += [f"--{name.replace('_', '-')}", str(value)]
+            args += self.resource_args()
             for key, value in sorted(self.parameters.items()):
                 args += ["--param", f"{key}={json.dumps(value)}"]
         return shlex.join(args)

@@ -105,7 +105,7 @@ def train(training: TrainingSpec, env: str = "LWMECPSEnv3", options: EnvOptions 
           history: list[dict[str, float]] | None = None,
           checkpoint_every: int | None = None,
           on_checkpoint: Callable[[Algorithm, list[dict[str, float]]], None] | None = None,
-          ) -> tuple[Algorithm, list[dict[str, float]]]:
+          address: str | None = None) -> tuple[Algorithm, list[dict[str, float]]]:
     """Build the spec's algorithm on `env` and train it until its budget is spent.
 
     Args:
@@ -123,6 +123,8 @@ def train(training: TrainingSpec, env: str = "LWMECPSEnv3", options: EnvOptions 
         checkpoint_every: Call `on_checkpoint(algo, history)` every this many
             iterations (by the run's iteration count).
         on_checkpoint: What saves a checkpoint (e.g. the run folder's).
+        address: The Ray cluster to join (`auto`, `HOST:PORT`, `ray://host:10001`);
+            default `$RAY_ADDRESS` or a new local Ray (:func:`ensure_ray`).
 
     Returns:
         The trained algorithm and the per-iteration metrics (fixed names, see
@@ -138,7 +140,7 @@ def train(training: TrainingSpec, env: str = "LWMECPSEnv3", options: EnvOptions 
     if threads is not None:
         torch.set_num_threads(threads)
     config = build_config(training, env, options)
-    ensure_ray()
+    ensure_ray(address)
     algo = config.build_algo()
     if resume_from is not None:
         algo.restore_from_path(str(resume_from))

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "recorded settings, iteration count and metrics; budget and "
                         "resource flags given replace the recorded ones (the budget is "
                         "the whole run's)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (auto, HOST:PORT, ray://host:10001); default "
+                        "$RAY_ADDRESS (set inside Ray jobs) or a new local Ray")
     p.add_argument("--eval-steps", type=int, default=None,
                    help="limit the trace-B evaluation to N steps (default: the whole day)")
     p.add_argument("--no-eval", action="store_true", help="skip the trace-B evaluation")
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_FILE = "run.json"
 #: Flags `--resume` takes beside the recorded run (the others would change the run).
 RESUME_FLAGS = frozenset({"output", "resume", "checkpoint_every", "eval_steps", "no_eval",
-                          "iterations", "max_env_steps", "episodes", "torch_threads",
+                          "address", "iterations", "max_env_steps", "episodes", "torch_threads",
                           *RESOURCE_FLAGS})
 
 
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             training, env, options, on_iteration=progress, history=history,
             resume_from=out / "checkpoint" if args.resume else None,
             checkpoint_every=args.checkpoint_every,
-            on_checkpoint=lambda a, h: save_run(out, a, h, record))
+            on_checkpoint=lambda a, h: save_run(out, a, h, record), address=args.address)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

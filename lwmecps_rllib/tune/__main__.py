@@ -4,6 +4,7 @@
     python -m lwmecps_rllib.tune --config tune_configs/dqn.yaml   # another sweep
     python -m lwmecps_rllib.tune --config ... --address auto      # on a running Ray cluster
     python -m lwmecps_rllib.tune --config ... --resume            # continue an interrupted one
+    python -m lwmecps_rllib.tune --config ... --env-runners 4     # each trial samples on 4 runners
 
 Each run leaves `STORAGE/NAME/` with Tune's files (per trial `progress.csv`,
 `result.json`, TensorBoard events, checkpoints), W&B runs (offline unless an API key is
@@ -19,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lwmecps_rllib.cli import resource_flags
 from lwmecps_rllib.model_registry import RegistryError
 from lwmecps_rllib.tune.report import format_summary
 from lwmecps_rllib.tune.run import SweepInterruptedError, run_sweep
@@ -45,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write learning curves to PNG")
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--no-register", action="store_true", help="do not register the best model")
+    g = p.add_argument_group("each trial's resources (override the file's `resources:`)")
+    g.add_argument("--env-runners", type=int, default=None, metavar="N",
+                   help="remote env runners per trial, sampling side by side")
+    g.add_argument("--cpus-per-env-runner", type=float, default=None, metavar="X",
+                   help="CPUs reserved per env runner")
+    g.add_argument("--learners", type=int, default=None, metavar="N",
+                   help="remote learners per trial (torch DDP); 0 learns in the trial's "
+                        "main process")
+    g.add_argument("--cpus-per-learner", type=float, default=None, metavar="X",
+                   help="CPUs reserved per learner")
+    g.add_argument("--gpus-per-learner", type=float, default=None, metavar="X",
+                   help="GPUs per learner")
     return p
 
 
@@ -62,6 +76,7 @@ def build_sweep(args: argparse.Namespace) -> SweepConfig:
         data["search"]["num_samples"] = args.num_samples
     if args.no_register:
         data["register"] = False
+    data["resources"].update(resource_flags(args))
     return cfg if data == cfg.to_dict() else sweep_from_dict(data)
 
 

@@ -30,8 +30,9 @@ def trial_rows(results: Any, cfg: SweepConfig) -> list[dict[str, Any]]:
         cfg: The sweep.
 
     Returns:
-        Rows with `trial_id`, `path`, `config`, `metric`, `iterations`, `env_steps`
-        and `error` (its first line, or None).
+        Rows with `trial_id`, `path`, `config`, `metric`, `iterations`, `env_steps`,
+        `node_id` (the Ray node of its last result) and `error` (its first line, or
+        None).
     """
     rows = []
     for r in results:
@@ -43,6 +44,7 @@ def trial_rows(results: Any, cfg: SweepConfig) -> list[dict[str, Any]]:
             "metric": metric_value(m, cfg.metric),
             "iterations": m.get("training_iteration"),
             "env_steps": m.get("num_env_steps_sampled_lifetime"),
+            "node_id": m.get("node_id"),
             "error": None if r.error is None else str(r.error).splitlines()[0],
         })
     return rows

@@ -49,7 +49,9 @@ def make_trainable(cfg: SweepConfig) -> type:
 
 class _SweepTrial:
     """Mixin: results carry the trial's sampled parameters as `config`, not the whole
-    algorithm config (which stays in the checkpoints)."""
+    algorithm config (which stays in the checkpoints), and the Ray node the trial's
+    main process runs on as `node_id` (Tune's `node_ip` does not tell apart nodes that
+    share an address)."""
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         self._sampled = ({k: v for k, v in config.items() if not k.startswith("__")}
@@ -60,6 +62,9 @@ class _SweepTrial:
         out = super().get_auto_filled_metrics(*args, **kwargs)
         if "config" in out:
             out["config"] = dict(self._sampled)
+        import ray
+
+        out["node_id"] = ray.get_runtime_context().get_node_id()
         return out
 
 
