@@ -134,23 +134,37 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch threads of the training process (default 1: the networks "
                              "are small; 0 keeps torch's default of one per core)")
-    parser.add_argument("--env-runners", type=int, default=None, metavar="N",
-                        help="remote env runners sampling side by side (default 0: sample "
-                             "in the training process)")
-    parser.add_argument("--cpus-per-env-runner", type=float, default=None, metavar="X",
-                        help="CPUs reserved per remote env runner (default 1)")
-    parser.add_argument("--learners", type=int, default=None, metavar="N",
-                        help="remote learners splitting each batch, gradients averaged by "
-                             "torch DDP (default 0: learn in the training process)")
-    parser.add_argument("--cpus-per-learner", type=float, default=None, metavar="X",
-                        help="CPUs reserved per learner (default: 1 without GPUs, else 0)")
-    parser.add_argument("--gpus-per-learner", type=float, default=None, metavar="X",
-                        help="GPUs per learner (default 0)")
+    add_resource_arguments(parser)
     parser.add_argument("--iterations", type=int, default=None,
                         help="training iterations (default 20, or unbounded with "
                              "--max-env-steps / --episodes)")
     parser.add_argument("--max-env-steps", type=int, default=None, help="stop after N env steps")
     parser.add_argument("--episodes", type=int, default=None, help="stop after N episodes")
+
+
+def add_resource_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                           defaults: str = "default") -> None:
+    """`--env-runners`, `--cpus-per-env-runner`, `--learners`, `--cpus-per-learner` and
+    `--gpus-per-learner` (:data:`RESOURCE_FLAGS`), unset (None) unless given.
+
+    Args:
+        parser: A parser or an argument group.
+        defaults: How the help names where unset values come from (e.g. "default: the
+            sweep file's, else").
+    """
+    parser.add_argument("--env-runners", type=int, default=None, metavar="N",
+                        help=f"remote env runners sampling side by side ({defaults} 0: "
+                             f"sample in the training process)")
+    parser.add_argument("--cpus-per-env-runner", type=float, default=None, metavar="X",
+                        help=f"CPUs reserved per remote env runner ({defaults} 1)")
+    parser.add_argument("--learners", type=int, default=None, metavar="N",
+                        help=f"remote learners splitting each batch, gradients averaged by "
+                             f"torch DDP ({defaults} 0: learn in the training process)")
+    parser.add_argument("--cpus-per-learner", type=float, default=None, metavar="X",
+                        help=f"CPUs reserved per learner ({defaults} 1 without GPUs, 0 "
+                             f"with)")
+    parser.add_argument("--gpus-per-learner", type=float, default=None, metavar="X",
+                        help=f"GPUs per learner ({defaults} 0)")
 
 
 #: The :class:`Resources` fields `train` has a flag for (`--env-runners`, ...).

@@ -2,7 +2,7 @@
 
 The head and every other node get free ports and their own temp dir; a node is lost the
 way a machine is, by killing its raylet (found by its pid). Used by the two-node tests of
-`tests/test_distributed.py`; `conftest.ray_head` starts its single head the same way.
+`tests/test_nodes.py`; `conftest.ray_head` starts its single head the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -40,8 +42,19 @@ def free_port() -> int:
 def node_command(temp: str, *, head_port: int, head: bool, num_cpus: int,
                  resources: dict[str, float] | None = None,
                  dashboard_port: int | None = None) -> list[str]:
-    """`ray start --block` for a head (`head_port` its GCS port) or another node joining it,
-    every port free and the temp dir `temp`."""
+    """`ray start --block` for a head or another node joining it, on free ports.
+
+    Args:
+        temp: The node's own temp dir.
+        head_port: The head's GCS port (the head's `--port`, the others' `--address`).
+        head: Start the head (with the health checks of :data:`HEALTH_CHECKS`).
+        num_cpus: CPUs the node offers.
+        resources: Custom resources the node offers.
+        dashboard_port: The head's dashboard and Jobs API port (None: no dashboard).
+
+    Returns:
+        The command's arguments.
+    """
     cmd = [RAY, "start", "--block", f"--num-cpus={num_cpus}",
            f"--temp-dir={temp}", "--disable-usage-stats",
            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
@@ -77,7 +90,7 @@ class RayNode:
     proc: subprocess.Popen
     temp: Path
     node_id: str = ""
-    log: object = field(default=None, repr=False)
+    log: IO[str] | None = field(default=None, repr=False)
 
     def raylet_pid(self) -> int:
         """The pid of this node's raylet (its socket lives in this node's temp dir)."""
@@ -107,14 +120,22 @@ class RayNode:
         the tests' nodes hold nothing to save); its temp dir removed."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL: only if stuck in D
+            self.proc.wait(timeout=30)
         if self.log is not None:
             self.log.close()
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
-def start_node(cmd_for: object) -> RayNode:
-    """Start `cmd_for(temp)` in a new process group with its output in `temp/node.log`."""
+def start_node(cmd_for: Callable[[str], list[str]]) -> RayNode:
+    """Start a node in a new process group, its output in `temp/node.log`.
+
+    Args:
+        cmd_for: The node's command for its temp dir (made here).
+
+    Returns:
+        The started node (not yet known to be up).
+    """
     temp = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))  # short: Ray's socket paths
     log = open(temp / "node.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd_for(str(temp)), env=ray_env(), stdout=log,
@@ -142,16 +163,20 @@ class LocalCluster:
         self.head = self._start(lambda t: node_command(t, head_port=port, head=True,
                                                        num_cpus=num_cpus,
                                                        resources={"head": 1}))
-        self._wait(self.head.started, "the head did not come up", self.head)
-        ray.init(address=self.address, log_to_driver=False)
-        self.head.node_id = ray.get_runtime_context().get_node_id()
+        try:
+            self._wait(self.head.started, "the head did not come up", self.head)
+            ray.init(address=self.address, log_to_driver=False)
+            self.head.node_id = ray.get_runtime_context().get_node_id()
+        except BaseException:
+            self.shutdown()
+            raise
 
-    def _start(self, cmd_for: object) -> RayNode:
+    def _start(self, cmd_for: Callable[[str], list[str]]) -> RayNode:
         node = start_node(cmd_for)
         self.nodes.append(node)
         return node
 
-    def _wait(self, condition: object, what: str, node: RayNode) -> None:
+    def _wait(self, condition: Callable[[], bool], what: str, node: RayNode) -> None:
         deadline = time.monotonic() + self.timeout_s
         while not condition():
             if node.proc.poll() is not None or time.monotonic() > deadline:

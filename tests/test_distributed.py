@@ -4,6 +4,8 @@ losing one: tests/test_nodes.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lwmecps_rllib.algorithms import build_config
@@ -122,6 +124,9 @@ def test_tune_flags_override_each_trials_resources(capsys: pytest.CaptureFixture
         2, 2, 0.5)
     assert tune_cli.main(["--config", smoke, "--env-runners", "-1"]) == 2
     assert "resources.env_runners must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert tune_cli.main(["--config", smoke, "--resume", "--learners", "2"]) == 2
+    assert "--learners: --resume continues the sweep as its sweep.yaml records it" in (
+        capsys.readouterr().err)
 
 
 def test_a_sweep_of_qlearning_refuses_two_learners() -> None:
@@ -147,8 +152,15 @@ def test_a_training_task_carries_the_resources() -> None:
         TrainingTask(name="x", env_runners=-1)
     with pytest.raises(ValidationError, match=r"resources\.learners must be at most 1"):
         TrainingTask(name="x", model_type="qlearning", learners=2)
-    sweep = TrainingTask(name="x", sweep="tune_configs/smoke.yaml", env_runners=4)
+    from conftest import REPO
+
+    smoke = str(REPO / "tune_configs" / "smoke.yaml")
+    sweep = TrainingTask(name="x", sweep=smoke, env_runners=4)
     assert sweep.entrypoint().endswith("--storage-path runs/jobs/tune --env-runners 4")
+    assert sweep.sweep_config().training().resources.env_runners == 4
+    qlearning = REPO / "tune_configs" / "qlearning.yaml"
+    with pytest.raises(ValidationError, match=r"resources\.learners must be at most 1"):
+        TrainingTask(name="x", sweep=str(qlearning), learners=2)
 
 
 def test_jobs_submit_flags_give_the_tasks_resources(capsys: pytest.CaptureFixture) -> None:
@@ -339,11 +351,27 @@ def test_resume_refuses_what_would_change_or_lose_the_run(tmp_path, capsys) -> N
     assert "--checkpoint-every must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
+def test_resume_takes_the_flags_the_run_was_started_with() -> None:
+    from lwmecps_rllib.cli import run_specs_from_args
+    from lwmecps_rllib.train import __main__ as train_cli
+
+    parser = train_cli.build_parser()
+    started = parser.parse_args([*TINY_PPO, "--preset", "recommended", "--scenario",
+                                 "testbed-4bs-peak", "--env-runners", "4"])
+    run = json.loads(json.dumps(train_cli.run_record(started.env, *run_specs_from_args(
+        started))))
+    again = parser.parse_args([*TINY_PPO, "--preset", "recommended", "--scenario",
+                               "testbed-4bs-peak", "--resume", "--iterations", "9"])
+    assert train_cli.records_the_run(run, again)
+    other = parser.parse_args([*TINY_PPO, "--preset", "recommended", "--scenario",
+                               "testbed-4bs-peak", "--param", "num_epochs=2"])
+    assert not train_cli.records_the_run(run, other)
+    assert not train_cli.records_the_run({}, again)
+
+
 @pytest.mark.integration
 def test_an_interrupted_training_resumes_from_its_last_checkpoint(ray_session, tmp_path,
                                                                   monkeypatch) -> None:
-    import json
-
     from lwmecps_rllib.train import __main__ as train_cli
 
     out = tmp_path / "run"
@@ -361,7 +389,8 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(ray_session, t
     saved = json.loads((out / "metrics.json").read_text())
     assert [m["training_iteration"] for m in saved] == [1, 2]  # at most 2 iterations lost
     monkeypatch.setattr(train_cli, "progress", progress)
-    assert train_cli.main(["--resume", "--iterations", "4", "--no-eval", "--output",
+    # The command that started the run, with --resume (as a resubmitted job gives it).
+    assert train_cli.main([*TINY_PPO, "--resume", "--iterations", "4", "--output",
                            str(out)]) == 0
     history = json.loads((out / "metrics.json").read_text())
     assert [m["training_iteration"] for m in history] == [1, 2, 3, 4]

@@ -432,8 +432,9 @@ def test_ray_workers_offer_the_cpus_their_pods_reserve():
 
 
 def test_rayjobs_run_our_commands_with_the_resources_they_ask_for():
-    """Each RayJob's entrypoint parses with the command it runs into a checked spec, and
-    what a training or a trial asks for fits the RayCluster's worker CPUs."""
+    """Each RayJob's entrypoint parses with the command it runs into a checked spec; what
+    a training, or a sweep's concurrent trials, ask for fits the RayCluster's workers; a
+    training's driver (which learns) reserves a CPU, so it does not run on the head."""
     import shlex
 
     from lwmecps_rllib.cli import run_specs_from_args
@@ -444,6 +445,7 @@ def test_rayjobs_run_our_commands_with_the_resources_they_ask_for():
                    if p == "k8s/raycluster.yaml" and d["kind"] == "RayCluster")
     cpus = sum(float(g["rayStartParams"]["num-cpus"]) * g["maxReplicas"]
                for g in cluster["spec"]["workerGroupSpecs"])
+    assert float(cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"]) == 0
     asked = {}
     for path, _, job in DOCS:
         if job["kind"] != "RayJob":
@@ -452,14 +454,17 @@ def test_rayjobs_run_our_commands_with_the_resources_they_ask_for():
         assert argv[:2] == ["python", "-m"], path
         if argv[2] == "lwmecps_rllib.train":
             _, training = run_specs_from_args(train_cli.build_parser().parse_args(argv[3:]))
-            r = training.resources
+            r, copies = training.resources, 1
+            assert job["spec"].get("entrypointNumCpus", 0) >= 1, path
         else:
             assert argv[2] == "lwmecps_rllib.tune", path
-            args = tune_cli.build_parser().parse_args(argv[3:])
-            r = tune_cli.build_sweep(args).training().resources
-        need = r.cpus + r.env_runners * r.cpus_per_env_runner + r.learners * (
-            1 if r.cpus_per_learner is None else r.cpus_per_learner)
-        assert need <= cpus, path
-        asked[path] = (r.env_runners, r.learners)
-    assert asked["k8s/rayjob-train.yaml"] == (4, 0)
-    assert asked["k8s/rayjob-tune.yaml"] == (4, 0)
+            sweep = tune_cli.build_sweep(tune_cli.build_parser().parse_args(argv[3:]))
+            r, copies = sweep.training().resources, sweep.search.max_concurrent_trials
+        learner_cpus = (1 if r.gpus_per_learner == 0 else 0) if r.cpus_per_learner is None \
+            else r.cpus_per_learner
+        need = copies * (r.cpus + r.env_runners * r.cpus_per_env_runner
+                         + r.learners * learner_cpus)
+        assert need <= cpus, (path, need, cpus)
+        asked[path] = (r.env_runners, r.learners, copies)
+    assert asked["k8s/rayjob-train.yaml"] == (4, 0, 1)
+    assert asked["k8s/rayjob-tune.yaml"] == (4, 0, 2)

@@ -9,7 +9,18 @@ a sweep retries the trial lost with its node from its checkpoint.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+import yaml
+from conftest import start_local_ray, stop_process_group
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray_nodes import LocalCluster, ray_env
 from test_distributed import TINY_PPO, assert_runners_hold_the_learners_weights, distributed_algo
 
 
@@ -18,8 +29,6 @@ def cluster():
     """The head, started by the test, the driver connected to it; the test adds nodes.
     The shared local Ray, if running, is back after."""
     import ray
-    from conftest import start_local_ray
-    from ray_nodes import LocalCluster
 
     had_ray = ray.is_initialized()
     ray.shutdown()
@@ -32,7 +41,7 @@ def cluster():
             start_local_ray()
 
 
-def runner_nodes(algo_obj: object) -> list[str]:
+def runner_nodes(algo_obj: Algorithm) -> list[str]:
     """The node id of every healthy remote env runner."""
 
     def node_id(runner: object) -> str:
@@ -43,7 +52,7 @@ def runner_nodes(algo_obj: object) -> list[str]:
     return algo_obj.env_runner_group.foreach_env_runner(node_id, local_env_runner=False)
 
 
-def wait_until(condition: object, timeout_s: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll `condition()` every 0.25 s until it holds; fail naming `what` after `timeout_s`."""
     import time
 
@@ -112,14 +121,7 @@ def test_a_lost_env_runner_is_restarted_on_the_head(cluster) -> None:
 
 @pytest.mark.integration
 def test_train_joined_with_address_samples_on_both_nodes(cluster, tmp_path) -> None:
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from ray_nodes import ray_env
-
-    cluster.add_node(resources={"node2": 1})
+    second = cluster.add_node(resources={"node2": 1})
     # Two runners of 1 CPU on two nodes of 1 CPU: one runner on each (the driver, with
     # its learner, reserves nothing outside Tune).
     out = subprocess.run(
@@ -130,6 +132,16 @@ def test_train_joined_with_address_samples_on_both_nodes(cluster, tmp_path) -> N
     assert out.returncode == 0, out.stderr[-4000:]
     history = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [m["env/env_steps_lifetime"] for m in history] == [128, 256]
+    assert sorted(runner_actor_nodes()) == sorted([cluster.head.node_id, second.node_id])
+
+
+def runner_actor_nodes() -> list[str]:
+    """The node of every env runner actor the cluster has had (ended ones too), from the
+    GCS's actor table (the state API needs a dashboard; these nodes run none)."""
+    from ray._private.state import state
+
+    return [a["Address"]["NodeID"] for a in state.actor_table(None).values()
+            if "EnvRunner" in a["ActorClassName"]]
 
 
 # A sweep of three short PPO trials on the two nodes: each trial's main process takes the
@@ -145,35 +157,28 @@ NODE_SWEEP = {
 }
 
 
-def start_sweep(cluster: object, tmp_path: object, **changes: object) -> tuple[object, object]:
+def start_sweep(cluster: LocalCluster, tmp_path: Path, **changes: object
+                ) -> tuple[subprocess.Popen, Path]:
     """`python -m lwmecps_rllib.tune --address HEAD` on NODE_SWEEP with `changes`, in the
-    background (output in tmp_path/sweep.log); (the process, the sweep folder)."""
-    import os
-    import subprocess
-    import sys
+    background (output in tmp_path/sweep.log).
 
-    import yaml
-    from ray_nodes import ray_env
-
+    Returns:
+        The process and the sweep folder.
+    """
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({**NODE_SWEEP, **changes}))
-    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lwmecps_rllib.tune", "--config", str(config), "--address",
-         cluster.address, "--storage-path", str(tmp_path / "tune"), "--registry",
-         str(tmp_path / "registry.sqlite")],
-        env={**ray_env(), "PYTHONPATH": os.pathsep.join(sys.path)}, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "sweep.log", "w") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lwmecps_rllib.tune", "--config", str(config), "--address",
+             cluster.address, "--storage-path", str(tmp_path / "tune"), "--registry",
+             str(tmp_path / "registry.sqlite")],
+            env={**ray_env(), "PYTHONPATH": os.pathsep.join(sys.path)}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
     return proc, tmp_path / "tune" / "nodes"
 
 
-def finish(proc: object, tmp_path: object, timeout_s: float = 300) -> dict:
+def finish(proc: subprocess.Popen, tmp_path: Path, timeout_s: float = 300) -> dict:
     """Wait for the sweep process; its summary.json (the log on failure)."""
-    import json
-    import subprocess
-
-    from conftest import stop_process_group
-
     try:
         code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -184,13 +189,13 @@ def finish(proc: object, tmp_path: object, timeout_s: float = 300) -> dict:
     return json.loads((tmp_path / "tune" / "nodes" / "summary.json").read_text())
 
 
-def trial_history(folder: object) -> dict[str, list[tuple[int, str]]]:
-    """Per trial folder: (training_iteration, node_id) of every result, in order."""
-    import json
-
+def trial_history(folder: Path) -> dict[str, list[tuple[int, str]]]:
+    """Per trial folder: (training_iteration, node_id) of every result, in order (a line
+    Tune is still writing is left for the next look)."""
     out = {}
     for results in sorted(folder.glob("*/result.json")):
-        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        lines = results.read_text().split("\n")[:-1]  # whole lines end with a newline
+        rows = [json.loads(line) for line in lines if line.strip()]
         out[results.parent.name] = [(r["training_iteration"], r["node_id"]) for r in rows]
     return out
 
@@ -224,8 +229,6 @@ def test_a_sweep_retries_the_trial_lost_with_its_node_from_its_checkpoint(cluste
         before = trial_history(folder)
         cluster.kill_raylet(second)
     except BaseException:
-        from conftest import stop_process_group
-
         stop_process_group(proc)
         raise
     summary = finish(proc, tmp_path)
@@ -241,6 +244,7 @@ def test_a_sweep_retries_the_trial_lost_with_its_node_from_its_checkpoint(cluste
             continue
         # Continued on the head from its last checkpoint (one every iteration): what ran
         # on node 2 is 1..k, what ran on the head goes on from a checkpoint c <= k, c >= 1.
+        assert rows[-1][1] == cluster.head.node_id, f"the lost trial did not move: {rows}"
         moved = next(k for k, (_, node) in enumerate(rows) if node != second.node_id)
         assert steps[:moved] == list(range(1, moved + 1)), rows
         assert 2 <= steps[moved] <= moved + 1, f"not continued from a checkpoint: {rows}"

@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from lwmecps_rllib.algorithms.inference import MODULE_SUBDIR
 from lwmecps_rllib.model_registry import (
@@ -58,12 +58,6 @@ def postgres_bindir() -> Path | None:
     dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                   key=lambda p: int(Path(p).parts[-3]))
     return Path(dirs[-1]).parent if dirs else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_as_owner(args: list[str], cwd: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from lwmecps_rllib.cli import add_resource_arguments
 from lwmecps_rllib.jobs.kuberay import RayJobCRLauncher
 from lwmecps_rllib.jobs.service import (
     DEFAULT_DASHBOARD,
@@ -92,13 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="replace the run already in OUTPUT/NAME (training only)")
     s.add_argument("--wait", action="store_true", help="wait for the job to end")
-    s.add_argument("--env-runners", type=int, default=None, metavar="N",
-                   help="remote env runners of the training (of each trial, for a sweep)")
-    s.add_argument("--cpus-per-env-runner", type=float, default=None, metavar="X")
-    s.add_argument("--learners", type=int, default=None, metavar="N",
-                   help="remote learners (torch DDP)")
-    s.add_argument("--cpus-per-learner", type=float, default=None, metavar="X")
-    s.add_argument("--gpus-per-learner", type=float, default=None, metavar="X")
+    add_resource_arguments(s, defaults="default: a sweep file's, else")
     for name in ("status", "logs", "stop"):
         sp = sub.add_parser(name)
         sp.add_argument("job_id")

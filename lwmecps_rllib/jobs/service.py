@@ -29,6 +29,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import (
@@ -93,17 +94,22 @@ class TrainingTask(BaseModel):
     preset: Literal["recommended"] | None = Field(
         None, description="Start from the algorithm's recommended settings on the scenario "
                           "(`lwmecps_rllib.presets`); `parameters` override them.")
-    env_runners: int | None = Field(None, ge=0, description="Remote env runners of the "
-                                                            "training (null: 0, sample in "
-                                                            "the entry point).")
+    # The training's resources; for a sweep, each trial's (over the file's `resources:`).
+    env_runners: int | None = Field(None, ge=0, description="Remote env runners (null: the "
+                                                            "sweep file's, else 0: sample "
+                                                            "in the main process).")
     cpus_per_env_runner: float | None = Field(None, ge=0, description="CPUs per env runner "
-                                                                      "(null: 1).")
+                                                                      "(null: the sweep "
+                                                                      "file's, else 1).")
     learners: int | None = Field(None, ge=0, description="Remote learners (torch DDP; null: "
-                                                         "0, learn in the entry point).")
+                                                         "the sweep file's, else 0: learn "
+                                                         "in the main process).")
     cpus_per_learner: float | None = Field(None, ge=0, description="CPUs per learner (null: "
-                                                                   "1 without GPUs, else 0).")
+                                                                   "the sweep file's, else 1 "
+                                                                   "without GPUs, 0 with).")
     gpus_per_learner: float | None = Field(None, ge=0, description="GPUs per learner "
-                                                                   "(null: 0).")
+                                                                   "(null: the sweep file's, "
+                                                                   "else 0).")
 
     @field_validator("name")
     @classmethod
@@ -136,6 +142,8 @@ class TrainingTask(BaseModel):
     def _specs(self) -> TrainingTask:
         if self.sweep and self.overwrite:
             raise ValueError("overwrite: a sweep's folder is never overwritten (false with sweep)")
+        if self.sweep and self.resource_fields() and Path(self.sweep).is_file():
+            self.sweep_config()  # checked here when the file is here too
         if not self.sweep:
             from lwmecps_rllib.algorithms import get_algorithm_class
             from lwmecps_rllib.algorithms.catalog import check_learners
@@ -148,6 +156,19 @@ class TrainingTask(BaseModel):
             except TypeError as exc:
                 raise ValueError(f"parameters: {exc}") from None
         return self
+
+    def sweep_config(self) -> Any:
+        """The sweep file with the task's resources over its `resources:` (what the job's
+        `tune` command runs), checked.
+
+        Raises:
+            SweepError: naming the bad key (a `ValueError`).
+        """
+        from lwmecps_rllib.tune import load_sweep, sweep_from_dict
+
+        data = load_sweep(self.sweep).to_dict()
+        data["resources"].update(self.resource_fields())
+        return sweep_from_dict(data)
 
     def env_options(self) -> EnvOptions:
         """The options of the env the task trains on (trace A)."""

@@ -83,6 +83,23 @@ def run_record(env: str, options: EnvOptions, training: TrainingSpec) -> dict[st
             "training": training.model_dump(mode="json")}
 
 
+def records_the_run(run: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether the flags give the run recorded in `run` (its `run.json`): the same env,
+    env options and training, apart from the budget and the resources."""
+
+    def essence(training: TrainingSpec) -> dict[str, Any]:
+        return training.model_dump(mode="json", exclude={"budget", "resources"})
+
+    try:
+        options, training = run_specs_from_args(args)
+        recorded = TrainingSpec.parse(run["training"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    given = json.loads(json.dumps(options.to_env_config(), default=str))
+    return (args.env == run.get("env") and given == run.get("options")
+            and essence(training) == essence(recorded))
+
+
 def resumed_specs(args: argparse.Namespace, parser: argparse.ArgumentParser
                   ) -> tuple[str, EnvOptions, TrainingSpec]:
     """The recorded run of `--output`, with the budget and resource flags given over it.
@@ -94,12 +111,14 @@ def resumed_specs(args: argparse.Namespace, parser: argparse.ArgumentParser
     if not (out / RUN_FILE).is_file() or not is_checkpoint(out / "checkpoint"):
         raise ValueError(f"--resume: {str(out)!r} holds no run to continue (no {RUN_FILE} "
                          f"and checkpoint; --checkpoint-every N makes them as it trains)")
+    run = json.loads((out / RUN_FILE).read_text())
     changed = sorted(a.option_strings[0] for a in parser._actions if a.dest not in
                      RESUME_FLAGS | {"help"} and getattr(args, a.dest) != a.default)
-    if changed:
+    # The command that started the run, given again with --resume, continues it.
+    if changed and not records_the_run(run, args):
         raise ValueError(f"{changed[0]}: --resume continues the recorded run; only the "
-                         f"budget, resource, checkpoint and evaluation flags may be given")
-    run = json.loads((out / RUN_FILE).read_text())
+                         f"budget, resource, checkpoint and evaluation flags may be given, "
+                         f"or the flags the run was started with")
     training = TrainingSpec.parse(run["training"])
     budget = {k: v for k, v in (("iterations", args.iterations),
                                 ("env_steps", args.max_env_steps),

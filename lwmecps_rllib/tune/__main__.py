@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lwmecps_rllib.cli import resource_flags
+from lwmecps_rllib.cli import add_resource_arguments, resource_flags
 from lwmecps_rllib.model_registry import RegistryError
 from lwmecps_rllib.tune.report import format_summary
 from lwmecps_rllib.tune.run import SweepInterruptedError, run_sweep
@@ -47,18 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write learning curves to PNG")
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--no-register", action="store_true", help="do not register the best model")
-    g = p.add_argument_group("each trial's resources (override the file's `resources:`)")
-    g.add_argument("--env-runners", type=int, default=None, metavar="N",
-                   help="remote env runners per trial, sampling side by side")
-    g.add_argument("--cpus-per-env-runner", type=float, default=None, metavar="X",
-                   help="CPUs reserved per env runner")
-    g.add_argument("--learners", type=int, default=None, metavar="N",
-                   help="remote learners per trial (torch DDP); 0 learns in the trial's "
-                        "main process")
-    g.add_argument("--cpus-per-learner", type=float, default=None, metavar="X",
-                   help="CPUs reserved per learner")
-    g.add_argument("--gpus-per-learner", type=float, default=None, metavar="X",
-                   help="GPUs per learner")
+    add_resource_arguments(p.add_argument_group(
+        "each trial's resources (override the file's `resources:`)"),
+        defaults="default: the sweep file's, else")
     return p
 
 
@@ -66,8 +57,17 @@ def build_sweep(args: argparse.Namespace) -> SweepConfig:
     """The sweep file (or the default sweep) with the command line's overrides, checked.
 
     Raises:
-        SweepError: naming the bad key (an override is checked like the file's value).
+        SweepError: naming the bad key (an override is checked like the file's value), or
+            an override given with `--resume` (which runs the recorded sweep).
     """
+    if args.resume:
+        given = [flag for flag, value in (("--num-samples", args.num_samples),
+                                          ("--no-register", args.no_register or None))
+                 if value is not None]
+        given += [f"--{name.replace('_', '-')}" for name in resource_flags(args)]
+        if given:
+            raise SweepError(f"{given[0]}: --resume continues the sweep as its sweep.yaml "
+                             f"records it; start a new sweep to change it")
     cfg = load_sweep(args.config) if args.config else SweepConfig()
     data = cfg.to_dict()
     if args.name:
