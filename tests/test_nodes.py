@@ -235,7 +235,8 @@ def test_a_sweep_retries_the_trial_lost_with_its_node_from_its_checkpoint(cluste
     history = trial_history(folder)
     assert summary["num_trials"] == 3 and summary["num_errors"] == 0
     assert all(t["iterations"] == iterations for t in summary["trials"])
-    lost = [name for name, rows in before.items() if rows[-1][1] == second.node_id]
+    # (A trial that has only just started has no result yet.)
+    lost = [name for name, rows in before.items() if rows and rows[-1][1] == second.node_id]
     assert len(lost) == 1
     for name, rows in history.items():
         steps = [i for i, _ in rows]
