@@ -176,11 +176,16 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
-    def _wait(self, condition: Callable[[], bool], what: str, node: RayNode) -> None:
+    def _wait(self, condition: Callable[[], bool], what: str, node: RayNode | None = None
+              ) -> None:
+        """Poll `condition()` every 0.25 s; raise naming `what` after the timeout, or at
+        once when `node`'s `ray start` has exited (with its output)."""
         deadline = time.monotonic() + self.timeout_s
         while not condition():
-            if node.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} within {self.timeout_s} s:\n{node.output()}")
+            ended = node is not None and node.proc.poll() is not None
+            if ended or time.monotonic() > deadline:
+                output = f":\n{node.output()}" if node is not None else ""
+                raise RuntimeError(f"{what} within {self.timeout_s} s{output}")
             time.sleep(0.25)
 
     def add_node(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> RayNode:
@@ -206,12 +211,10 @@ class LocalCluster:
         import ray
 
         os.kill(node.raylet_pid(), signal.SIGKILL)
-        deadline = time.monotonic() + self.timeout_s
-        while any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Ray still counts node {node.node_id} alive after "
-                                   f"{self.timeout_s} s")
-            time.sleep(0.25)
+        # (Not `node`: its `ray start` exits with the raylet.)
+        self._wait(lambda: not any(n["NodeID"] == node.node_id and n["Alive"]
+                                   for n in ray.nodes()),
+                   f"Ray did not count node {node.node_id} lost")
 
     def shutdown(self) -> None:
         """Disconnect the driver and stop every node, the head last."""

@@ -437,9 +437,11 @@ def test_rayjobs_run_our_commands_with_the_resources_they_ask_for():
     training's driver (which learns) reserves a CPU, so it does not run on the head."""
     import shlex
 
+    from lwmecps_rllib.algorithms import build_config
     from lwmecps_rllib.cli import run_specs_from_args
     from lwmecps_rllib.train import __main__ as train_cli
     from lwmecps_rllib.tune import __main__ as tune_cli
+    from lwmecps_rllib.tune import base_config
 
     cluster = next(d for p, _, d in DOCS
                    if p == "k8s/raycluster.yaml" and d["kind"] == "RayCluster")
@@ -453,18 +455,18 @@ def test_rayjobs_run_our_commands_with_the_resources_they_ask_for():
         argv = shlex.split(job["spec"]["entrypoint"])
         assert argv[:2] == ["python", "-m"], path
         if argv[2] == "lwmecps_rllib.train":
-            _, training = run_specs_from_args(train_cli.build_parser().parse_args(argv[3:]))
-            r, copies = training.resources, 1
+            args = train_cli.build_parser().parse_args(argv[3:])
+            options, training = run_specs_from_args(args)
+            config, copies = build_config(training, args.env, options), 1
             assert job["spec"].get("entrypointNumCpus", 0) >= 1, path
         else:
             assert argv[2] == "lwmecps_rllib.tune", path
             sweep = tune_cli.build_sweep(tune_cli.build_parser().parse_args(argv[3:]))
-            r, copies = sweep.training().resources, sweep.search.max_concurrent_trials
-        learner_cpus = (1 if r.gpus_per_learner == 0 else 0) if r.cpus_per_learner is None \
-            else r.cpus_per_learner
-        need = copies * (r.cpus + r.env_runners * r.cpus_per_env_runner
-                         + r.learners * learner_cpus)
+            config, copies = base_config(sweep), sweep.search.max_concurrent_trials
+        # What RLlib reserves for one training: the main process, its runners and learners.
+        bundles = config.algo_class.default_resource_request(config).bundles
+        need = copies * sum(b.get("CPU", 0) for b in bundles)
         assert need <= cpus, (path, need, cpus)
-        asked[path] = (r.env_runners, r.learners, copies)
+        asked[path] = (config.num_env_runners, config.num_learners, copies)
     assert asked["k8s/rayjob-train.yaml"] == (4, 0, 1)
     assert asked["k8s/rayjob-tune.yaml"] == (4, 0, 2)

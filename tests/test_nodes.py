@@ -63,6 +63,12 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
         time.sleep(0.25)
 
 
+def driver_env() -> dict[str, str]:
+    """The environment of a driver started by a test: a node's, with this test run's
+    import path (the package from this checkout)."""
+    return {**ray_env(), "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
 TINY_PPO_PARAMS = {"train_batch_size_per_learner": 128, "minibatch_size": 64, "num_epochs": 1}
 
 
@@ -127,7 +133,7 @@ def test_train_joined_with_address_samples_on_both_nodes(cluster, tmp_path) -> N
     out = subprocess.run(
         [sys.executable, "-m", "lwmecps_rllib.train", *TINY_PPO, "--iterations", "2",
          "--env-runners", "2", "--address", cluster.address, "--output", str(tmp_path / "r")],
-        env={**ray_env(), "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True,
+        env=driver_env(), capture_output=True,
         text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     history = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -172,7 +178,7 @@ def start_sweep(cluster: LocalCluster, tmp_path: Path, **changes: object
             [sys.executable, "-m", "lwmecps_rllib.tune", "--config", str(config), "--address",
              cluster.address, "--storage-path", str(tmp_path / "tune"), "--registry",
              str(tmp_path / "registry.sqlite")],
-            env={**ray_env(), "PYTHONPATH": os.pathsep.join(sys.path)}, stdout=log,
+            env=driver_env(), stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
     return proc, tmp_path / "tune" / "nodes"
 

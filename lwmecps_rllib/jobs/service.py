@@ -164,11 +164,9 @@ class TrainingTask(BaseModel):
         Raises:
             SweepError: naming the bad key (a `ValueError`).
         """
-        from lwmecps_rllib.tune import load_sweep, sweep_from_dict
+        from lwmecps_rllib.tune import load_sweep, override_sweep
 
-        data = load_sweep(self.sweep).to_dict()
-        data["resources"].update(self.resource_fields())
-        return sweep_from_dict(data)
+        return override_sweep(load_sweep(self.sweep), resources=self.resource_fields())
 
     def env_options(self) -> EnvOptions:
         """The options of the env the task trains on (trace A)."""

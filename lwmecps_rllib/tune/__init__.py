@@ -28,6 +28,7 @@ from lwmecps_rllib.tune.schema import (
     SweepError,
     WandbSettings,
     load_sweep,
+    override_sweep,
     sweep_from_dict,
 )
 from lwmecps_rllib.tune.space import DISTRIBUTIONS, expected_trials, search_space
@@ -68,6 +69,7 @@ __all__ = [
     "load_sweep",
     "main",
     "make_trainable",
+    "override_sweep",
     "plot_trials",
     "register_best",
     "run_sweep",

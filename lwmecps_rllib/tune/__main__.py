@@ -24,7 +24,7 @@ from lwmecps_rllib.cli import add_resource_arguments, resource_flags
 from lwmecps_rllib.model_registry import RegistryError
 from lwmecps_rllib.tune.report import format_summary
 from lwmecps_rllib.tune.run import SweepInterruptedError, run_sweep
-from lwmecps_rllib.tune.schema import SweepConfig, SweepError, load_sweep, sweep_from_dict
+from lwmecps_rllib.tune.schema import SweepConfig, SweepError, load_sweep, override_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,15 +69,9 @@ def build_sweep(args: argparse.Namespace) -> SweepConfig:
             raise SweepError(f"{given[0]}: --resume continues the sweep as its sweep.yaml "
                              f"records it; start a new sweep to change it")
     cfg = load_sweep(args.config) if args.config else SweepConfig()
-    data = cfg.to_dict()
-    if args.name:
-        data["name"] = args.name
-    if args.num_samples is not None:
-        data["search"]["num_samples"] = args.num_samples
-    if args.no_register:
-        data["register"] = False
-    data["resources"].update(resource_flags(args))
-    return cfg if data == cfg.to_dict() else sweep_from_dict(data)
+    return override_sweep(cfg, name=args.name, num_samples=args.num_samples,
+                          register=False if args.no_register else None,
+                          resources=resource_flags(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -308,6 +308,35 @@ def sweep_from_dict(data: Any) -> SweepConfig:
         raise sweep_error(exc, SweepConfig) from exc
 
 
+def override_sweep(cfg: SweepConfig, *, name: str | None = None,
+                   num_samples: int | None = None, register: bool | None = None,
+                   resources: dict[str, Any] | None = None) -> SweepConfig:
+    """`cfg` with the given changes (None: unchanged), checked like a file's values.
+
+    Args:
+        cfg: The sweep.
+        name: Its `name`.
+        num_samples: Its `search.num_samples`.
+        register: Its `register`.
+        resources: Fields over its `resources:` (each trial's).
+
+    Returns:
+        `cfg` itself when nothing changes, else the changed sweep.
+
+    Raises:
+        SweepError: naming the bad key.
+    """
+    data = cfg.to_dict()
+    if name is not None:
+        data["name"] = name
+    if num_samples is not None:
+        data["search"]["num_samples"] = num_samples
+    if register is not None:
+        data["register"] = register
+    data["resources"].update(resources or {})
+    return cfg if data == cfg.to_dict() else sweep_from_dict(data)
+
+
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read and check a sweep file.
 

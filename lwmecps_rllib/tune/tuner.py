@@ -54,17 +54,18 @@ class _SweepTrial:
     share an address)."""
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        import ray
+
         self._sampled = ({k: v for k, v in config.items() if not k.startswith("__")}
                          if isinstance(config, dict) else {})
+        self._node_id = ray.get_runtime_context().get_node_id()
         super().__init__(config=config, **kwargs)
 
     def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         out = super().get_auto_filled_metrics(*args, **kwargs)
         if "config" in out:
             out["config"] = dict(self._sampled)
-        import ray
-
-        out["node_id"] = ray.get_runtime_context().get_node_id()
+        out["node_id"] = self._node_id
         return out
 
 
